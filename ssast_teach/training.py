@@ -1,0 +1,571 @@
+"""What every training run needs, whatever it trains (shared by chapters 06 and 07).
+
+Chapter 06 (pretrain) and chapter 07 (finetune) differ only in what one step computes and when
+they evaluate. Everything else lives here, once:
+
+- where and how to compute: :func:`select_device`, :func:`resolve_precision` (``"auto"`` is
+  bf16 autocast on CUDA with bf16 and on CPUs with AVX512-BF16/AMX, else fp32), :func:`seed_all`;
+- the data order: :func:`epoch_batches`, a ``DistributedSampler`` seeded by ``seed + epoch``
+  (also with one process), cut into global batches, so a run resumed mid-epoch skips exactly
+  the batches it already consumed, and two processes see the same global batches as one;
+- a run that survives: :class:`TrainState` + :func:`save_train_checkpoint` (atomic; model,
+  optimiser, scheduler, counters, every RNG state, the metrics history, the config),
+  :func:`load_train_checkpoint`; Ctrl-C saves before it stops; a non-finite loss raises
+  :class:`NonFiniteLossError` and never overwrites the last good checkpoint;
+- what happened: :class:`MetricsHistory`, one dict per row, that a notebook plots live through
+  a ``callback(row)``;
+- several processes: :func:`init_distributed` reads the ``torchrun`` environment (gloo on CPU,
+  nccl on CUDA); :func:`wrap_ddp`; only rank 0 logs and writes.
+
+:func:`fit` is the loop itself: the trainers pass it a ``step_fn`` and evaluation hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DistEnv",
+    "MetricsHistory",
+    "NonFiniteLossError",
+    "PRECISIONS",
+    "TrainRun",
+    "TrainState",
+    "autocast",
+    "cpu_supports_bf16",
+    "epoch_batches",
+    "fit",
+    "init_distributed",
+    "load_train_checkpoint",
+    "log",
+    "official_warmup_lr",
+    "resolve_precision",
+    "save_train_checkpoint",
+    "seed_all",
+    "select_device",
+    "shutdown_distributed",
+    "step_generator",
+    "wrap_ddp",
+    "write_json",
+]
+
+PRECISIONS = ("auto", "fp32", "bf16")
+CHECKPOINT_NAME = "train_state.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the run stopped before the bad step touched the weights."""
+
+
+# ---------------------------------------------------------------- device, precision, seeds
+
+
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), so autocast pays off."""
+    if torch.backends.cpu.get_cpu_capability() == "AVX512_BF16":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"fp32"`` or ``"bf16"``: what ``precision`` (one of :data:`PRECISIONS`) means on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_supports_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bf16 when ``precision == "bf16"``, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, salt): masks drawn from it are the
+    same in a resumed run and in every process of a distributed run."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + salt) % 2**63)
+
+
+def _rng_state() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in a run: ``rank`` of ``world_size`` (1 when not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device | None = None) -> DistEnv:
+    """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``, ...).
+
+    Without those variables (a plain ``python`` or a notebook) this returns a one-process
+    :class:`DistEnv` and starts nothing. Backend: nccl on CUDA, gloo on CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistEnv()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = device or select_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(module: torch.nn.Module, env: DistEnv, device: torch.device) -> torch.nn.Module:
+    """``DistributedDataParallel(module)`` when distributed, else ``module`` itself.
+
+    ``find_unused_parameters=True`` because SSAST always carries parameters a step does not
+    use (the ImageNet heads ``v.head*``, ``gpredlayer`` under ``pretrain_mpc``...).
+    """
+    if not env.distributed:
+        return module
+    ids = [device.index if device.index is not None else env.local_rank]
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=ids if device.type == "cuda" else None, find_unused_parameters=True
+    )
+
+
+def log(env: DistEnv, *message: object) -> None:
+    """``print`` on rank 0 only."""
+    if env.is_main:
+        print(*message, flush=True)
+
+
+def _all_finite(value: torch.Tensor, env: DistEnv) -> bool:
+    """True when ``value`` is finite in every process (so all of them stop together)."""
+    finite = torch.isfinite(value.detach()).all().float().reshape(1)
+    if env.distributed:
+        finite = finite.to("cpu") if dist.get_backend() == "gloo" else finite
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item() > 0)
+
+
+# ---------------------------------------------------------------- data order
+
+
+def epoch_batches(
+    dataset: Dataset, batch_size: int, seed: int, epoch: int, env: DistEnv, *, shuffle: bool = True
+) -> list[list[int]]:
+    """This process's share of every global batch of ``epoch``: a list of index lists.
+
+    The order is ``DistributedSampler(seed=seed).set_epoch(epoch)`` (a ``randperm`` seeded by
+    ``seed + epoch``), last incomplete batch dropped like the official ``drop_last=True``.
+    Process ``r`` of ``W`` gets ``batch_size // W`` items of each global batch (the sampler
+    deals items round-robin), so the union over processes at step i is the one-process batch i.
+    """
+    if batch_size % env.world_size:
+        raise ValueError(
+            f"batch_size={batch_size} must be a multiple of the number of processes "
+            f"({env.world_size}): it is the global batch, split evenly across processes"
+        )
+    sampler = DistributedSampler(
+        dataset, num_replicas=env.world_size, rank=env.rank, shuffle=shuffle, seed=seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    local = batch_size // env.world_size
+    return [indices[i : i + local] for i in range(0, len(indices) - local + 1, local)]
+
+
+def official_warmup_lr(step: int, base_lr: float, warmup_steps: int = 1000, every: int = 50) -> float | None:
+    """The official warm-up: at steps 0, 50, ..., 1000 set lr = step / 1000 * base_lr.
+
+    Returns None at the steps where the official loop leaves the lr alone. Official quirk:
+    the lr is 0 for the first 50 steps (their Adam updates move nothing); the trainers'
+    ``warmup_every_step=True`` uses ``(step + 1) / warmup_steps * base_lr`` at every step.
+    """
+    if step <= warmup_steps and step % every == 0:
+        return step / warmup_steps * base_lr
+    return None
+
+
+# ---------------------------------------------------------------- history and state
+
+
+class MetricsHistory:
+    """Rows of metrics (plain dicts), in the order they happened; notebooks plot them live."""
+
+    def __init__(self, rows: list[dict] | None = None) -> None:
+        self.rows: list[dict] = list(rows or [])
+
+    def append(self, row: dict) -> None:
+        self.rows.append(dict(row))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
+
+    def where(self, kind: str) -> list[dict]:
+        """The rows of one ``kind`` (``"step"``, ``"eval"``, ``"epoch"``)."""
+        return [row for row in self.rows if row.get("kind") == kind]
+
+    def series(self, key: str, kind: str | None = None) -> tuple[list, list]:
+        """``(steps, values)`` of ``key`` over the rows (of ``kind``) that have it."""
+        rows = self.rows if kind is None else self.where(kind)
+        pairs = [(row.get("step"), row[key]) for row in rows if key in row]
+        return [s for s, _ in pairs], [v for _, v in pairs]
+
+    def plot(self, keys: list[str] | str = "loss", kind: str | None = None, ax: Any = None) -> Any:
+        """Plot ``keys`` against the step on a matplotlib ``ax`` (a new one if None)."""
+        import matplotlib.pyplot as plt
+
+        ax = ax if ax is not None else plt.figure(figsize=(6, 3)).gca()
+        for key in [keys] if isinstance(keys, str) else keys:
+            ax.plot(*self.series(key, kind), label=key)
+        ax.set_xlabel("step")
+        ax.legend()
+        return ax
+
+
+@dataclass
+class TrainState:
+    """Counters of a run. ``batch`` is how many batches of ``epoch`` are already consumed."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def save_train_checkpoint(
+    path: str | Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    history: MetricsHistory,
+    config: dict,
+    rng: dict | None = None,
+) -> Path:
+    """Write everything a resume needs to ``path`` atomically (temp file, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": "ssast_teach.train_state/1",
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "state": asdict(state),
+        "rng": rng if rng is not None else _rng_state(),
+        "history": history.rows,
+        "config": config,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (a run's history, results, provenance)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_train_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`save_train_checkpoint` (a file or a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint at {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != "ssast_teach.train_state/1":
+        raise ValueError(f"{path} is not an ssast_teach training checkpoint")
+    return payload
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainRun:
+    """Everything :func:`fit` drives and a checkpoint records.
+
+    ``model`` is what the step calls (maybe DDP-wrapped); ``dataset`` yields ``(x, y)``;
+    ``batch_size`` is the global batch; ``config`` is a plain dict saved with the run and
+    checked on resume (``seed`` and ``batch_size`` must match: they fix the data order).
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    dataset: Dataset
+    batch_size: int
+    epochs: int
+    seed: int
+    config: dict
+    out_dir: Path | None = None
+    checkpoint_every: int = 0
+    env: DistEnv = field(default_factory=DistEnv)
+    state: TrainState = field(default_factory=TrainState)
+    history: MetricsHistory = field(default_factory=MetricsHistory)
+    progress: bool = True
+    collate_fn: Callable | None = None
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.out_dir is None else Path(self.out_dir) / CHECKPOINT_NAME
+
+    def save(self, rng: dict | None = None) -> None:
+        """Checkpoint now (rank 0 only; other ranks do nothing)."""
+        if self.checkpoint_path is not None and self.env.is_main:
+            save_train_checkpoint(
+                self.checkpoint_path, model=self.model, optimizer=self.optimizer,
+                scheduler=self.scheduler, state=self.state, history=self.history,
+                config=self.config, rng=rng,
+            )
+
+    def resume(self, path: str | Path) -> None:
+        """Load a checkpoint into this run so that :func:`fit` continues exactly where it was."""
+        payload = load_train_checkpoint(path)
+        for key in ("seed", "batch_size"):
+            saved, now = payload["config"].get(key), self.config.get(key)
+            if saved != now:
+                raise ValueError(
+                    f"cannot resume from {path}: it was run with {key}={saved!r}, this run has "
+                    f"{key}={now!r} (the data order would differ)"
+                )
+        _unwrap(self.model).load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scheduler is not None and payload["scheduler"] is not None:
+            self.scheduler.load_state_dict(payload["scheduler"])
+        self.state = TrainState(**payload["state"])
+        self.history = MetricsHistory(payload["history"])
+        _set_rng_state(payload["rng"])
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, so an update is never half-applied."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+StepFn = Callable[[Any, Any, TrainState], tuple[torch.Tensor, dict]]
+Hook = Callable[[TrainState], dict | None]
+
+
+def fit(
+    run: TrainRun,
+    step_fn: StepFn,
+    *,
+    before_step: Callable[[TrainState], None] | None = None,
+    after_step: Hook | None = None,
+    after_epoch: Hook | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> TrainRun:
+    """Train ``run`` from ``run.state`` to the end of ``run.epochs``.
+
+    Per step: ``before_step(state)`` (e.g. set the warm-up lr), ``loss, metrics =
+    step_fn(x, y, state)``, a finiteness check, backward, ``optimizer.step()``, a history row
+    (``kind="step"``) passed to ``callback``, ``after_step(state)`` (may return an ``"eval"``
+    row), a checkpoint every ``run.checkpoint_every`` steps. Per epoch: ``after_epoch(state)``
+    (may return an ``"epoch"`` row), a checkpoint.
+
+    Ctrl-C (or a ``KeyboardInterrupt`` raised by ``callback``) first checkpoints the last
+    completed step, then re-raises: :meth:`TrainRun.resume` continues bit for bit. A
+    non-finite loss raises :class:`NonFiniteLossError` before backward, writing nothing.
+    """
+    state, env = run.state, run.env
+    step_rng = _rng_state()
+    # "after_step" while a finished step's hook has not run yet: an interrupt there makes the
+    # resumed run run the hook first, so no evaluation or scheduler step is lost.
+    pending = state.extra.pop("pending", None)
+    try:
+        if pending == "after_step" and after_step is not None:
+            _record(run, after_step(state), "eval", callback)
+        pending = None
+        while state.epoch < run.epochs:
+            batches = epoch_batches(run.dataset, run.batch_size, run.seed, state.epoch, env)
+            # A dedicated generator: DataLoader draws its base seed from it, not from the
+            # global RNG, so a resumed run's global RNG stream is the uninterrupted one.
+            loader = DataLoader(
+                run.dataset, batch_sampler=batches[state.batch :], collate_fn=run.collate_fn,
+                generator=torch.Generator().manual_seed(run.seed + state.epoch),
+            )
+            bar = tqdm(
+                total=len(batches), initial=state.batch, desc=f"epoch {state.epoch + 1}/{run.epochs}",
+                disable=not (run.progress and env.is_main), leave=False, file=sys.stdout,
+            )
+            batch_iter = iter(loader)
+            while True:
+                step_rng = _rng_state()
+                try:
+                    x, y = next(batch_iter)
+                except StopIteration:
+                    break
+                if before_step is not None:
+                    before_step(state)
+                loss, metrics = step_fn(x, y, state)
+                if not _all_finite(loss, env):
+                    bar.close()
+                    raise NonFiniteLossError(_nonfinite_message(run, loss))
+                run.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                with _sigint_deferred():
+                    run.optimizer.step()
+                    state.step += 1
+                    state.batch += 1
+                    step_rng = _rng_state()
+                    pending = "after_step"
+                row = {"kind": "step", "step": state.step, "epoch": state.epoch + 1,
+                       "loss": float(loss.detach()),
+                       "lr": run.optimizer.param_groups[0]["lr"], **metrics}
+                run.history.append(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
+                if callback is not None and env.is_main:
+                    callback(row)
+                if after_step is not None:
+                    _record(run, after_step(state), "eval", callback)
+                pending = None
+                if run.checkpoint_every and state.step % run.checkpoint_every == 0:
+                    run.save()
+            bar.close()
+            # Interrupted in after_epoch, the saved state has every batch consumed, so the
+            # resumed run goes straight to after_epoch again.
+            if after_epoch is not None:
+                _record(run, after_epoch(state), "epoch", callback)
+            with _sigint_deferred():
+                state.epoch += 1
+                state.batch = 0
+                step_rng = _rng_state()
+            run.save()
+    except KeyboardInterrupt:
+        log(env, f"interrupted at step {state.step}: saving {run.checkpoint_path} first")
+        if pending:
+            state.extra["pending"] = pending
+        run.save(rng=step_rng)
+        state.extra.pop("pending", None)
+        raise
+    return run
+
+
+def _nonfinite_message(run: TrainRun, loss: torch.Tensor) -> str:
+    state, path = run.state, run.checkpoint_path
+    message = (
+        f"the loss is {loss.detach().float().item()} at step {state.step} (epoch "
+        f"{state.epoch + 1}); training stopped before this step changed any weight. "
+        "Try a lower lr, or precision='fp32'."
+    )
+    if path is not None and path.exists():
+        message += f" The last good checkpoint, {path}, is untouched: resume from it."
+    return message
+
+
+def _record(run: TrainRun, row: dict | None, kind: str, callback: Callable | None) -> None:
+    if row is None:
+        return
+    row = {"kind": kind, "step": run.state.step, "epoch": run.state.epoch + 1, **row}
+    run.history.append(row)
+    if callback is not None and run.env.is_main:
+        callback(row)

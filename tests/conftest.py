@@ -1,0 +1,33 @@
+"""Shared test helpers.
+
+A test that needs something absent (a package, a browser, a dataset) calls :func:`needs`.
+Under ``CI=true`` that is a failure, so nothing is skipped silently in CI; elsewhere it is a
+skip whose reason says how to get the missing piece.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def needs(available: bool, what: str, how: str) -> None:
+    """Fail under CI, else skip, when ``available`` is false."""
+    if available:
+        return
+    message = f"{what} is not available; {how}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}")
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    import torch
+
+    torch.manual_seed(0)
+    yield
