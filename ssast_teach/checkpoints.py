@@ -10,8 +10,9 @@
   prefix or not, pretraining or fine-tuned), this library's own files and safetensors files.
 * :func:`load_pretrained` / :func:`load_for_finetuning` build an :class:`SSASTModel` whose size,
   patch shape and pretraining input size come from the tensors; loading is strict.
-* :func:`save_checkpoint` (library format, read back by :func:`load_checkpoint`), :func:`save_official` (loads in the official
-  code), :func:`export_safetensors`; :func:`inspect` summarises any of them.
+* :func:`save_checkpoint` (library format, read back by :func:`load_checkpoint`),
+  :func:`save_official` (loads in the official code), :func:`export_safetensors`;
+  :func:`inspect` summarises any of them.
 * ``python -m ssast_teach.checkpoints list|download|inspect``.
 """
 

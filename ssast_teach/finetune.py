@@ -374,14 +374,12 @@ def predict(model: nn.Module, dataset: FbankDataset, batch_size: int, device: to
 
 def scores_of(logits: Tensor, targets: Tensor, config: FinetuneConfig) -> dict[str, float]:
     """Accuracy, mAP and the validation loss of one evaluation."""
+    # official validate(): the loss function is applied to sigmoid(logits)
+    out = logits if config.valid_loss_from_logits else torch.sigmoid(logits)
     if config.loss == "CE":
-        # official validate(): the loss function is applied to sigmoid(logits)
-        out = logits if config.valid_loss_from_logits else torch.sigmoid(logits)
         loss = nn.functional.cross_entropy(out, targets.argmax(1))
     else:
-        loss = (nn.functional.binary_cross_entropy_with_logits(logits, targets)
-                if config.valid_loss_from_logits
-                else nn.functional.binary_cross_entropy_with_logits(torch.sigmoid(logits), targets))
+        loss = nn.functional.binary_cross_entropy_with_logits(out, targets)
     return {"acc": accuracy(logits, targets), "mAP": mean_average_precision(logits, targets),
             "loss": float(loss)}
 

@@ -404,7 +404,7 @@ def pretrain(
         a, b = a[env.rank :: env.world_size], b[env.rank :: env.world_size]  # (B/W, M) each
         with autocast(precision, device):
             out = step_module(x.to(device, non_blocking=True), a, b)
-        return out["loss"], {k: float(v) for k, v in out.items() if k != "loss"}
+        return out["loss"], {k: float(v.detach()) for k, v in out.items() if k != "loss"}
 
     def evaluate_and_schedule(state: TrainState) -> dict:
         metrics = evaluate(objective, val_ds, config, device, precision)

@@ -1,0 +1,503 @@
+"""Release the chapters as assignments and grade what students hand back (on top of the
+chapters' exercises, ``ssast_teach.exercises``).
+
+The chapters are the instructor source. A solution cell holds the function to write, its body
+between ``### BEGIN SOLUTION`` and ``### END SOLUTION``; a graded check cell (nbgrader metadata
+``grade: true``, ``grade_id``, ``points``) calls a checker, and may end with hidden checks
+between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``. Release and grading follow
+nbgrader's rules, so the same chapters also work with ``nbgrader generate_assignment`` and
+``nbgrader autograde`` (see ``chapters/INSTRUCTORS.md``)::
+
+    python -m ssast_teach.assignments release 3 04_model --out handout/
+    python -m ssast_teach.assignments grade alice/03_masking.ipynb --json alice-03.json
+
+Grading runs at ``COURSE_SCALE=ci`` unless ``--scale`` or the ``COURSE_SCALE`` variable says
+otherwise: the checkers run their own seeded cases, so the scale only sets how long the
+chapter's demonstration cells take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+from ssast_teach import COURSE_SCALES, course_scale
+
+CHAPTERS_DIR = Path(__file__).resolve().parents[1] / "chapters"
+# nbgrader's default stubs, so that our release and ``nbgrader generate_assignment`` agree
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+TEXT_STUB = "YOUR ANSWER HERE"
+SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")  # matched anywhere in a line, as nbgrader does
+HIDDEN_TESTS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+DEFAULT_TIMEOUT = 600  # seconds per cell; a cell that runs longer is interrupted and scores 0
+FEEDBACK_CHARS = 600
+
+
+# ---------------------------------------------------------------------------- the source
+
+
+def nbgrader_meta(cell: NotebookNode) -> dict:
+    """The cell's ``nbgrader`` metadata (empty for an ordinary cell)."""
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def graded_cells(nb: NotebookNode, where: str = "notebook") -> list[tuple[str, float, int]]:
+    """``(grade_id, points, cell index)`` of each graded check cell, after checking the metadata."""
+    seen: set[str] = set()
+    graded = []
+    for index, cell in enumerate(nb.cells):
+        meta = nbgrader_meta(cell)
+        if not (meta.get("grade") or meta.get("solution")):
+            continue
+        grade_id = meta.get("grade_id")
+        label = f"{where}, cell {index}"
+        if not grade_id:
+            raise ValueError(f"{label}: nbgrader cell without a grade_id")
+        if grade_id in seen:
+            raise ValueError(f"{label}: grade_id {grade_id!r} is used twice")
+        seen.add(grade_id)
+        if not meta.get("grade"):
+            continue
+        if meta.get("solution") or cell.cell_type != "code":
+            raise ValueError(
+                f"{label} ({grade_id}): a graded cell must be a code cell that is not also a "
+                "solution cell (answers graded by hand need nbgrader's formgrader)"
+            )
+        points = meta.get("points")
+        if isinstance(points, bool) or not isinstance(points, int | float) or points <= 0:
+            raise ValueError(
+                f"{label} ({grade_id}): points must be a positive number, got {points!r}"
+            )
+        graded.append((grade_id, float(points), index))
+    return graded
+
+
+def list_chapters(chapters_dir: Path = CHAPTERS_DIR) -> list[Path]:
+    """The chapter notebooks ``NN_name.ipynb`` in ``chapters_dir``, in order."""
+    if not Path(chapters_dir).is_dir():
+        raise FileNotFoundError(f"chapters folder {chapters_dir} does not exist")
+    return sorted(Path(chapters_dir).glob("*.ipynb"))
+
+
+def find_chapter(name: str | os.PathLike, chapters_dir: Path = CHAPTERS_DIR) -> Path:
+    """A chapter notebook from its name (``03_masking``), number (``3``) or path (a bare file
+    name like ``03_masking.ipynb`` is also looked for in ``chapters_dir``)."""
+    text = os.fspath(name)
+    path = Path(text)
+    if path.suffix == ".ipynb" and path.parent == Path(".") and not path.is_file():
+        path = Path(chapters_dir) / text
+    if path.suffix == ".ipynb" or path.parent != Path("."):
+        if not path.is_file():
+            raise FileNotFoundError(f"notebook {path} does not exist")
+        return path
+    if text.isdigit():
+        matches = sorted(Path(chapters_dir).glob(f"{int(text):02d}_*.ipynb"))
+    else:
+        matches = [p for p in [Path(chapters_dir) / f"{text}.ipynb"] if p.is_file()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ValueError(f"chapter {text!r} is ambiguous: {', '.join(p.name for p in matches)}")
+    known = ", ".join(p.stem for p in list_chapters(chapters_dir)) or "none"
+    raise FileNotFoundError(f"no chapter {text!r} in {chapters_dir} (chapters there: {known})")
+
+
+# ---------------------------------------------------------------------------- release
+
+
+def _cut(source: str, markers: tuple[str, str], stub: str | None, where: str) -> tuple[str, bool]:
+    """Replace each marked region of ``source`` (marker lines included) by ``stub``, indented
+    like its BEGIN line, or remove it when ``stub`` is None. Returns the text and whether a
+    region was found."""
+    begin, end = markers
+    kept: list[str] = []
+    inside = found = False
+    for line in source.split("\n"):
+        if begin in line:
+            if inside:
+                raise ValueError(f"{where}: a second '{begin}' before '{end}'")
+            inside = found = True
+            indent = line[: len(line) - len(line.lstrip())]
+            kept += [indent + s for s in stub.split("\n")] if stub is not None else []
+        elif end in line:
+            if not inside:
+                raise ValueError(f"{where}: '{end}' without '{begin}'")
+            inside = False
+        elif not inside:
+            kept.append(line)
+    if inside:
+        raise ValueError(f"{where}: '{begin}' is never closed by '{end}'")
+    return "\n".join(kept), found
+
+
+def clear_outputs(nb: NotebookNode) -> None:
+    """Drop outputs, execution counts and run metadata, in place (as nbconvert's ClearOutput)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        for key in ("execution", "collapsed", "scrolled"):
+            cell.metadata.pop(key, None)
+    nb.metadata.pop("widgets", None)
+
+
+def release_notebook(nb: NotebookNode, where: str = "notebook") -> NotebookNode:
+    """The student version of an instructor notebook: each solution region replaced by a
+    ``raise NotImplementedError()`` stub (signature and docstring kept), hidden checks removed,
+    outputs cleared, nbgrader cells undeletable and check cells read-only. ``nb`` itself is not
+    changed."""
+    graded_cells(nb, where)
+    out = copy.deepcopy(nb)
+    for index, cell in enumerate(out.cells):
+        meta = nbgrader_meta(cell)
+        label = f"{where}, cell {index}" + (
+            f" ({meta['grade_id']})" if meta.get("grade_id") else ""
+        )
+        stub = CODE_STUB if cell.cell_type == "code" else TEXT_STUB
+        cell.source, solved = _cut(cell.source, SOLUTION, stub, label)
+        if solved != bool(meta.get("solution")):
+            raise ValueError(
+                f"{label}: a solution region outside a solution cell"
+                if solved
+                else f"{label}: a solution cell without '### BEGIN SOLUTION' / '### END SOLUTION'"
+            )
+        cell.source, hidden = _cut(cell.source, HIDDEN_TESTS, None, label)
+        if hidden and not meta.get("grade"):
+            raise ValueError(f"{label}: hidden tests outside a graded cell")
+        if meta.get("solution") or meta.get("grade") or meta.get("locked"):
+            cell.metadata["deletable"] = False  # as nbgrader's LockCells: Jupyter enforces these
+        if not meta.get("solution") and (meta.get("grade") or meta.get("locked")):
+            cell.metadata["editable"] = False
+    clear_outputs(out)
+    return out
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename, so a
+    reader never sees half a file and a failed write leaves the old file as it was."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_notebook(nb: NotebookNode, path: Path) -> None:
+    """Write ``nb`` to ``path`` atomically."""
+    text = nbformat.writes(nb)
+    write_atomic(path, text if text.endswith("\n") else text + "\n")
+
+
+def release(
+    chapters: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    chapters_dir: Path = CHAPTERS_DIR,
+) -> list[Path]:
+    """Write the student version of each chapter (all of ``chapters_dir`` when none is named)
+    into ``out_dir``; return the paths written. Refuses to write where a source lives."""
+    sources = [find_chapter(c, chapters_dir) for c in chapters] or list_chapters(chapters_dir)
+    if not sources:
+        raise FileNotFoundError(f"no chapter notebooks in {chapters_dir}")
+    out = Path(out_dir)
+    protected = {Path(chapters_dir).resolve(), *(s.resolve().parent for s in sources)}
+    resolved = out.resolve()
+    if any(p == resolved or p in resolved.parents for p in protected):
+        raise ValueError(
+            f"--out {out} is (inside) a folder of instructor notebooks; choose another folder, "
+            "the sources must never be overwritten"
+        )
+    if len({s.name for s in sources}) != len(sources):
+        raise ValueError("two chapters have the same file name: " + ", ".join(map(str, sources)))
+    # Build every release before writing any, so a broken chapter leaves nothing half-released.
+    released = [release_notebook(nbformat.read(s, as_version=4), str(s)) for s in sources]
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [out / s.name for s in sources]
+    for nb, target in zip(released, targets, strict=True):
+        write_notebook(nb, target)
+    return targets
+
+
+# ---------------------------------------------------------------------------- grade
+
+
+@dataclass
+class ExerciseScore:
+    """The score of one graded check cell."""
+
+    grade_id: str
+    points: float
+    max_points: float
+    passed: bool
+    feedback: str
+
+
+@dataclass
+class GradeReport:
+    """Scores of one submission; ``executed`` is the graded notebook (it holds the hidden
+    checks: keep it away from students)."""
+
+    chapter: str
+    scale: str
+    exercises: list[ExerciseScore]
+    executed: NotebookNode | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def total(self) -> float:
+        return sum(e.points for e in self.exercises)
+
+    @property
+    def max(self) -> float:
+        return sum(e.max_points for e in self.exercises)
+
+    def to_dict(self) -> dict:
+        """The JSON for an LMS: chapter, scale, exercises, total, max."""
+        return {
+            "chapter": self.chapter,
+            "scale": self.scale,
+            "exercises": [asdict(e) for e in self.exercises],
+            "total": self.total,
+            "max": self.max,
+        }
+
+    def summary(self) -> str:
+        """One line per exercise, then the total."""
+        width = max(len(e.grade_id) for e in self.exercises)
+        lines = [f"{self.chapter} (graded at COURSE_SCALE={self.scale})"]
+        for e in self.exercises:
+            feedback = e.feedback.replace("\n", "\n" + " " * (width + 12))
+            lines.append(f"  {e.grade_id:<{width}}  {e.points:g}/{e.max_points:g}  {feedback}")
+        lines.append(f"Total: {self.total:g}/{self.max:g}")
+        return "\n".join(lines)
+
+
+def _source_for(notebook: Path, chapters_dir: Path) -> Path:
+    """The instructor chapter a submission comes from, by its file name (``03_masking...``)."""
+    stem = notebook.stem
+    if (Path(chapters_dir) / f"{stem}.ipynb").is_file():
+        return Path(chapters_dir) / f"{stem}.ipynb"
+    number = stem[: len(stem) - len(stem.lstrip("0123456789"))]
+    if number:
+        return find_chapter(number, chapters_dir)
+    raise ValueError(f"cannot tell which chapter {notebook} is from its name; pass --source")
+
+
+def with_instructor_checks(
+    submission: NotebookNode, source: NotebookNode, where: str = "source"
+) -> tuple[NotebookNode, list[tuple[str, float, int]], set[str]]:
+    """The notebook to execute: the submission with outputs cleared and every graded cell taken
+    from the source (hidden checks included). A graded cell missing from the submission is put
+    back after the submission's cell of the nearest earlier nbgrader cell of the source.
+    Returns it, ``(grade_id, points, index)`` of its graded cells, and the ids put back."""
+    nb = copy.deepcopy(submission)
+    clear_outputs(nb)
+
+    def index_of(grade_id: str) -> int | None:
+        return next(
+            (i for i, c in enumerate(nb.cells) if nbgrader_meta(c).get("grade_id") == grade_id),
+            None,
+        )
+
+    restored = set()
+    for grade_id, _, src_index in graded_cells(source, where):
+        fresh = copy.deepcopy(source.cells[src_index])
+        fresh.outputs, fresh.execution_count = [], None
+        at = index_of(grade_id)
+        if at is not None:
+            nb.cells[at] = fresh
+            continue
+        restored.add(grade_id)
+        earlier = [nbgrader_meta(c).get("grade_id") for c in source.cells[:src_index]]
+        anchors = [index_of(g) for g in reversed(earlier) if g]
+        at = next((i + 1 for i in anchors if i is not None), len(nb.cells))
+        nb.cells.insert(at, fresh)
+    placed = [(g, p, index_of(g)) for g, p, _ in graded_cells(source, where)]
+    return nb, placed, restored
+
+
+def execute(nb: NotebookNode, cwd: Path, scale: str, timeout: int = DEFAULT_TIMEOUT) -> str | None:
+    """Run ``nb`` in place in a fresh python3 kernel, going on after errors; a cell that runs
+    over ``timeout`` seconds is interrupted. Returns why execution stopped early, or None."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        resources={"metadata": {"path": str(cwd)}},
+    )
+    try:
+        client.execute(env={**os.environ, "COURSE_SCALE": scale})
+    except (DeadKernelError, CellTimeoutError) as error:
+        return f"the kernel stopped ({type(error).__name__}: {error}), so this cell did not run"
+    return None
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= FEEDBACK_CHARS else text[: FEEDBACK_CHARS - 3] + "..."
+
+
+def _error_text(output: NotebookNode, timeout: int) -> str:
+    if output.ename == "KeyboardInterrupt":
+        return f"timed out: the cell ran longer than {timeout} s and was interrupted"
+    return _short(f"{output.ename}: {output.evalue}")
+
+
+def cell_points(
+    cell: NotebookNode, max_points: float, timeout: int = DEFAULT_TIMEOUT
+) -> tuple[float, str]:
+    """Points and feedback of an executed graded cell, by nbgrader's rule: an error or anything
+    written to stderr scores 0; a number from 0 to ``max_points`` displayed as the cell's result
+    is partial credit; otherwise full points."""
+    for output in cell.outputs:
+        if output.output_type == "error":
+            return 0.0, _error_text(output, timeout)
+        if output.output_type == "stream" and output.name == "stderr":
+            return 0.0, _short("wrote to stderr: " + output.text)
+        if output.output_type == "execute_result":
+            try:
+                value = float(output.get("data", {}).get("text/plain", ""))
+            except ValueError:
+                break
+            if 0.0 <= value <= max_points:
+                return value, f"partial credit: the cell displayed {value:g}"
+            break
+    printed = [o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
+    lines = dict.fromkeys(line for line in "".join(printed).splitlines() if line.strip())
+    return max_points, _short("\n".join(lines)) or "passed"
+
+
+def _failed_before(nb: NotebookNode, index: int, graded: set[int], timeout: int) -> str:
+    """The first and the nearest earlier non-graded cells that raised an error, described."""
+    failed = []
+    for i, cell in enumerate(nb.cells[:index]):
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        if errors and i not in graded:
+            name = nbgrader_meta(cell).get("grade_id") or cell.source.strip().split("\n")[0][:60]
+            failed.append(f"cell {i + 1} ({name}) raised {_error_text(errors[0], timeout)}")
+    if not failed:
+        return ""
+    if len(failed) == 1:
+        return f"\nan earlier cell failed: {failed[0]}"
+    return f"\nearlier cells failed, first {failed[0]}; last {failed[-1]}"
+
+
+def grade(
+    notebook: str | os.PathLike,
+    source: str | os.PathLike | None = None,
+    *,
+    chapters_dir: Path = CHAPTERS_DIR,
+    scale: str | None = None,
+    timeout: int = DEFAULT_TIMEOUT,
+) -> GradeReport:
+    """Execute a submitted notebook with the instructor's graded cells and score each one.
+
+    ``source`` is the instructor chapter (name, number or path; by default found from the
+    submission's file name). ``scale`` defaults to ``COURSE_SCALE``, else ``ci``. The kernel
+    starts in the submission's folder.
+    """
+    path = Path(notebook)
+    if not path.is_file():
+        raise FileNotFoundError(f"submission {path} does not exist")
+    source_path = (
+        find_chapter(source, chapters_dir)
+        if source is not None
+        else _source_for(path, chapters_dir)
+    )
+    scale = course_scale(default="ci") if scale is None else scale
+    if scale not in COURSE_SCALES:
+        raise ValueError(f"scale {scale!r} is not one of {', '.join(COURSE_SCALES)}")
+    instructor = nbformat.read(source_path, as_version=4)
+    if not graded_cells(instructor, str(source_path)):
+        raise ValueError(f"{source_path} has no graded cells (nbgrader metadata grade: true)")
+    try:
+        submission = nbformat.read(path, as_version=4)
+    except Exception as error:  # nbformat raises several types for a file that is no notebook
+        raise ValueError(f"submission {path} is not a readable notebook: {error}") from error
+    nb, placed, restored = with_instructor_checks(submission, instructor, str(source_path))
+    stopped = execute(nb, path.resolve().parent, scale, timeout)
+    graded = {index for _, _, index in placed}
+    scores = []
+    for grade_id, max_points, index in placed:
+        cell = nb.cells[index]
+        if cell.execution_count is None and not cell.outputs:
+            points, feedback = 0.0, stopped or "this cell did not run"
+        else:
+            points, feedback = cell_points(cell, max_points, timeout)
+        if points < max_points:
+            feedback += _failed_before(nb, index, graded, timeout)
+        if grade_id in restored:
+            feedback += "\n(this check cell was missing from the submission; the instructor's ran)"
+        scores.append(ExerciseScore(grade_id, points, max_points, points == max_points, feedback))
+    return GradeReport(source_path.stem, scale, scores, executed=nb)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``release`` or ``grade``; returns the exit code (2 for bad input)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ssast_teach.assignments",
+        description="Release the chapters as assignments; grade submitted notebooks.",
+    )
+    parser.add_argument(
+        "--chapters", type=Path, default=CHAPTERS_DIR, help="instructor chapters folder"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    rel = commands.add_parser("release", help="write student notebooks (solutions stubbed)")
+    rel.add_argument(
+        "names", nargs="*", metavar="CHAPTER", help="03_masking, 3 or a path; none = all"
+    )
+    rel.add_argument("--out", required=True, type=Path, help="folder for the student notebooks")
+    grd = commands.add_parser("grade", help="execute a submission and score its exercises")
+    grd.add_argument("notebook", type=Path, help="the submitted .ipynb")
+    grd.add_argument("--source", help="instructor chapter (default: from the file name)")
+    grd.add_argument("--json", type=Path, help="also write the scores as JSON here")
+    grd.add_argument(
+        "--scale", choices=COURSE_SCALES, help="COURSE_SCALE (default: $COURSE_SCALE, else ci)"
+    )
+    grd.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "release":
+            for path in release(args.names, args.out, args.chapters):
+                print(f"released {path}")
+            return 0
+        report = grade(
+            args.notebook,
+            args.source,
+            chapters_dir=args.chapters,
+            scale=args.scale,
+            timeout=args.timeout,
+        )
+        print(report.summary())
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(
+                args.json, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+            )
+        return 0
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
