@@ -15,8 +15,9 @@ which checks image sizes, is never called).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import timm
@@ -209,10 +210,11 @@ class SSASTModel(nn.Module):
     state dict holds exactly the official keys.
 
     ``attention`` (a plain attribute, one of :data:`ATTENTIONS`) picks the attention kernel of
-    every block: ``"fused"`` is timm's ``F.scaled_dot_product_attention``; ``"explicit"`` is
-    ``softmax(q k^T * scale) @ v`` as timm 0.4.5 (the official code) computes it; ``"auto"``
-    (default) is fused, except on CPU in bf16, where explicit runs about 2x faster (both
-    CPU SDPA kernels work in fp32 inside; measured by ``python -m ssast_teach.bench``).
+    every block for a forward: ``"fused"`` is timm's ``F.scaled_dot_product_attention``;
+    ``"explicit"`` is ``softmax(q k^T * scale) @ v`` as timm 0.4.5 (the official code)
+    computes it; ``"auto"`` (default) keeps each block's own ``attn.fused_attn`` (timm: fused),
+    except on CPU in bf16, where explicit runs about 2x faster (measured by ``python -m
+    ssast_teach.bench``: the CPU SDPA kernels gain nothing from bf16).
     """
 
     def __init__(
@@ -384,17 +386,27 @@ class SSASTModel(nn.Module):
         # timm 1.x's patch_drop and norm_pre are Identity here and absent from timm 0.4.5.
         return self.v.pos_drop(x + self.v.pos_embed)  # (B, C + N, D)
 
-    def _fused_attention(self, x: Tensor) -> bool:
-        """Whether the blocks use the fused kernel for input ``x`` (see ``attention``)."""
+    @contextlib.contextmanager
+    def _attention_kernel(self, x: Tensor) -> Iterator[None]:
+        """Set every block's ``attn.fused_attn`` as ``attention`` says for input ``x``."""
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention={self.attention!r} is not one of {', '.join(ATTENTIONS)}")
-        if self.attention != "auto":
-            return self.attention == "fused"
-        cpu = x.device.type == "cpu"
-        autocast_bf16 = (
-            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        cpu_bf16 = x.device.type == "cpu" and (
+            x.dtype == torch.bfloat16
+            or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
         )
-        return not (cpu and (x.dtype == torch.bfloat16 or autocast_bf16))
+        if self.attention == "auto" and not cpu_bf16:
+            yield
+            return
+        attns = [blk.attn for blk in self.v.blocks]
+        saved = [attn.fused_attn for attn in attns]
+        for attn in attns:
+            attn.fused_attn = self.attention == "fused"
+        try:
+            yield
+        finally:
+            for attn, fused in zip(attns, saved, strict=True):
+                attn.fused_attn = fused
 
     def _encode(self, patch_tokens: Tensor, layer: int = -1) -> Tensor:
         """Tokens after block ``layer`` (python index); the final norm only after the last."""
@@ -402,12 +414,10 @@ class SSASTModel(nn.Module):
         if not -depth <= layer < depth:
             raise ValueError(f"layer={layer} is out of range for {depth} blocks")
         last = layer % depth
-        fused = self._fused_attention(patch_tokens)
-        for blk in self.v.blocks:
-            blk.attn.fused_attn = fused
         x = self._sequence(patch_tokens)
-        for blk in self.v.blocks[: last + 1]:
-            x = blk(x)  # (B, C + N, D)
+        with self._attention_kernel(x):
+            for blk in self.v.blocks[: last + 1]:
+                x = blk(x)  # (B, C + N, D)
         return self.v.norm(x) if last == depth - 1 else x
 
     def tokens(self, x: Tensor, layer: int = -1) -> Tensor:

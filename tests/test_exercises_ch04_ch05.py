@@ -63,8 +63,14 @@ def not_implemented(*args):
 
 @pytest.mark.parametrize(
     "check",
-    [ch04.check_attention, ch04.check_block_forward, ch04.check_center_crop,
-     ch05.check_info_nce, ch05.check_masked_accuracy, ch05.check_masked_mse],
+    [
+        ch04.check_attention,
+        ch04.check_block_forward,
+        ch04.check_center_crop,
+        ch05.check_info_nce,
+        ch05.check_masked_accuracy,
+        ch05.check_masked_mse,
+    ],
 )
 def test_not_implemented_is_reported(check):
     with pytest.raises(ExerciseError, match="not implemented yet"):

@@ -44,7 +44,7 @@ def _accuracy(winners: Tensor) -> Tensor:
     return (winners == torch.arange(winners.shape[-1])).float().mean()
 
 
-def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = False):
+def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = False) -> None:
     """``info_nce(pred, target)``: the official InfoNCE loss, a 0-d tensor."""
     for case, pred, target in _nce_cases(hidden):
         got = call_student(info_nce, pred.clone(), target.clone(), case=case)
@@ -52,13 +52,17 @@ def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = 
         s = _scores(pred, target)  # (B, M, M)
         diag = torch.log_softmax(s, -1).diagonal(dim1=-2, dim2=-1)  # (B, M)
         mistakes = [
-            ("the paper's Eq. 1 (softmax over targets, dim=-2 of S = x @ c^T); the official "
-             "code normalises each row over the predictions: log_softmax(S, dim=-1)",
-             info_nce_loss(pred, target, paper_softmax=True)[1]),
+            (
+                "the paper's Eq. 1 (softmax over targets, dim=-2 of S = x @ c^T); the official "
+                "code normalises each row over the predictions: log_softmax(S, dim=-1)",
+                info_nce_loss(pred, target, paper_softmax=True)[1],
+            ),
             ("the minus sign is missing: the loss is -mean(log_softmax(S)[i, i])", diag.mean()),
             ("a sum instead of the mean over clips and masked patches", -diag.sum()),
-            ("a mean over the whole log_softmax matrix instead of its diagonal",
-             -torch.log_softmax(s, -1).mean()),
+            (
+                "a mean over the whole log_softmax matrix instead of its diagonal",
+                -torch.log_softmax(s, -1).mean(),
+            ),
         ]
         check_with_hints("info_nce(pred, target)", got, expected, mistakes, case=case)
     passed(5, 1, "your InfoNCE equals the official masked-patch classification loss")
@@ -66,21 +70,28 @@ def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = 
 
 def check_masked_accuracy(
     masked_accuracy: Callable[[Tensor, Tensor], Tensor], hidden: bool = False
-):
+) -> None:
     """``masked_accuracy(pred, target)``: the official accuracy, a 0-d float tensor."""
     for case, pred, target in _nce_cases(hidden):
         got = call_student(masked_accuracy, pred.clone(), target.clone(), case=case)
         expected = info_nce_loss(pred, target)[0]
         s = _scores(pred, target)  # (B, M, M)
         mistakes = [
-            ("the argmax of the raw S down each column; the official accuracy takes the softmax "
-             "over each row first, then the argmax down each column (dim=0 of each clip)",
-             _accuracy(s.argmax(dim=1))),
-            ("the argmax along each row (dim=-1); the official argmax runs down each column "
-             "(dim=0 of each clip's softmax(S, dim=-1))", _accuracy(s.argmax(dim=2))),
-            ("the paper's softmax dimension (S transposed); the official code uses "
-             "softmax(S, dim=-1) with S = x @ c^T",
-             info_nce_loss(pred, target, paper_softmax=True)[0]),
+            (
+                "the argmax of the raw S down each column; the official accuracy takes the softmax "
+                "over each row first, then the argmax down each column (dim=0 of each clip)",
+                _accuracy(s.argmax(dim=1)),
+            ),
+            (
+                "the argmax along each row (dim=-1); the official argmax runs down each column "
+                "(dim=0 of each clip's softmax(S, dim=-1))",
+                _accuracy(s.argmax(dim=2)),
+            ),
+            (
+                "the paper's softmax dimension (S transposed); the official code uses "
+                "softmax(S, dim=-1) with S = x @ c^T",
+                info_nce_loss(pred, target, paper_softmax=True)[0],
+            ),
         ]
         check_with_hints("masked_accuracy(pred, target)", got, expected, mistakes, case=case)
     passed(5, 2, "your masked-patch accuracy equals the official softmax-then-column-argmax")
@@ -88,7 +99,7 @@ def check_masked_accuracy(
 
 def check_masked_mse(
     masked_mse: Callable[[Tensor, Tensor, Tensor], Tensor], hidden: bool = False
-):
+) -> None:
     """``masked_mse(pred, patches, mask_ids)``: MSE between ``pred`` and the masked patches."""
     shapes = [(2, 12, 5, 4), (3, 20, 8, 6)]  # (B, N, M, P)
     if hidden:
@@ -103,16 +114,20 @@ def check_masked_mse(
         target = patches.gather(1, mask_ids.unsqueeze(-1).expand(-1, -1, p))  # (B, M, P)
         expected = mse_loss(pred, target)
         mistakes = [
-            ("the targets are the first M patches; pick each clip's masked ones with "
-             "patches.gather(1, mask_ids[..., None].expand(-1, -1, P))",
-             mse_loss(pred, patches[:, :m])),
-            ("the targets are indexed with the first clip's mask_ids for every clip",
-             mse_loss(pred, patches[:, mask_ids[0]])),
+            (
+                "the targets are the first M patches; pick each clip's masked ones with "
+                "patches.gather(1, mask_ids[..., None].expand(-1, -1, P))",
+                mse_loss(pred, patches[:, :m]),
+            ),
+            (
+                "the targets are indexed with the first clip's mask_ids for every clip",
+                mse_loss(pred, patches[:, mask_ids[0]]),
+            ),
             ("a sum instead of the mean over every value", ((pred - target) ** 2).sum()),
-            ("the mean of the per-patch sums; the official MSE averages every value",
-             ((pred - target) ** 2).sum(-1).mean()),
+            (
+                "the mean of the per-patch sums; the official MSE averages every value",
+                ((pred - target) ** 2).sum(-1).mean(),
+            ),
         ]
-        check_with_hints(
-            "masked_mse(pred, patches, mask_ids)", got, expected, mistakes, case=case
-        )
+        check_with_hints("masked_mse(pred, patches, mask_ids)", got, expected, mistakes, case=case)
     passed(5, 3, "your masked MSE equals the official reconstruction loss")
