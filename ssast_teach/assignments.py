@@ -39,7 +39,9 @@ CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")  # matched anywhere in a line, as nbgrader does
 HIDDEN_TESTS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
-DEFAULT_TIMEOUT = 600  # seconds per cell; a cell that runs longer is interrupted and scores 0
+# Seconds per cell; a cell that runs longer is interrupted (and scores 0 if it was a check).
+# Bounded because under ipykernel 7 a widget cell's reply sometimes stalls until an interrupt.
+DEFAULT_TIMEOUT = 300
 FEEDBACK_CHARS = 600
 
 
@@ -277,8 +279,8 @@ class GradeReport:
         width = max(len(e.grade_id) for e in self.exercises)
         lines = [f"{self.chapter} (graded at COURSE_SCALE={self.scale})"]
         for e in self.exercises:
-            feedback = e.feedback.replace("\n", "\n" + " " * (width + 12))
-            lines.append(f"  {e.grade_id:<{width}}  {e.points:g}/{e.max_points:g}  {feedback}")
+            head = f"  {e.grade_id:<{width}}  {e.points:g}/{e.max_points:g}  "
+            lines.append(head + e.feedback.replace("\n", "\n" + " " * len(head)))
         lines.append(f"Total: {self.total:g}/{self.max:g}")
         return "\n".join(lines)
 

@@ -1,8 +1,8 @@
 """Benchmarks: how fast the library runs, measured against per-clip-loop baselines.
 
-Not a chapter: the measurements behind the README's Performance section (chapters 03, 05 and
-06 quote them). ``python -m ssast_teach.bench`` prints one JSON line per measurement, each
-with its configuration, the machine's load average and the thread count:
+Not a chapter: the measurements behind the README's Performance section.
+``python -m ssast_teach.bench`` prints one JSON line per measurement, each with its
+configuration, the machine's load average and the thread count:
 
 - ``ceiling``: fp32 and bf16 matmul FLOP/s of large square matmuls, this machine's roof;
 - ``masks``: clips/s of :func:`~ssast_teach.masking.cluster_mask` and
@@ -21,7 +21,8 @@ Every step and forward line carries the peak memory: CUDA ``max_memory_allocated
 process's peak resident set (``VmHWM``, reset before each measurement through
 ``/proc/self/clear_refs``; where that is not allowed, ``ru_maxrss``, which never goes down).
 Times are wall-clock medians after a warm-up, with the minimum and the process CPU time next
-to them: on a shared machine the minimum and the CPU time are the steadier numbers.
+to them: on a shared machine the minimum and the CPU time are the steadier numbers, and the
+baseline and library steps are timed in turn (interleaved) so that load changes hit both.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ __all__ = [
     "physical_cores",
     "reference_masks",
     "step_flops",
+    "timed",
+    "timed_interleaved",
 ]
 
 BENCHES = ("ceiling", "masks", "step", "finetune", "frontend")
@@ -98,25 +101,39 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeat: int, warmup: int = 1
+) -> dict[str, dict]:
+    """Seconds per call of each function, run in turn within every repeat, so that a change
+    of load on a shared machine hits all of them alike. ``warmup`` untimed calls each first."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            fn()
+            _sync(device)
+            walls[name].append(time.perf_counter() - wall0)
+            cpus[name].append(time.process_time() - cpu0)
+    return {
+        name: {
+            "s_median": statistics.median(walls[name]),
+            "s_min": min(walls[name]),
+            "cpu_s_median": statistics.median(cpus[name]),
+            "cpu_s_min": min(cpus[name]),
+            "s_all": [round(w, 5) for w in walls[name]],
+        }
+        for name in fns
+    }
+
+
 def timed(fn: Callable[[], object], device: torch.device, repeat: int, warmup: int = 1) -> dict:
     """Run ``fn`` ``warmup`` times, then ``repeat`` timed times: seconds per call."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    walls, cpus = [], []
-    for _ in range(repeat):
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        fn()
-        _sync(device)
-        walls.append(time.perf_counter() - wall0)
-        cpus.append(time.process_time() - cpu0)
-    return {
-        "s_median": statistics.median(walls),
-        "s_min": min(walls),
-        "cpu_s_median": statistics.median(cpus),
-        "cpu_s_min": min(cpus),
-        "s_all": [round(w, 5) for w in walls],
-    }
+    return timed_interleaved({"fn": fn}, device, repeat, warmup)["fn"]
 
 
 def _rss_peak_kib() -> int | None:
@@ -349,40 +366,46 @@ def bench_step(
         loss.backward()
         base_opt.step()
 
-    with peak_memory(device) as mem:
-        t_base = timed(baseline_step, device, repeat)
-    base_s = t_base["s_median"]
-    emit({"bench": "step", "impl": "baseline", "precision": "fp32", "config": described,
-          "baseline": "per-clip loops: reference Python masks, dense (B,N,D) mask blend, heads "
-          "and InfoNCE clip by clip, explicit attention (timm 0.4.5)",
-          **_step_numbers(t_base, flops, formula, ceilings, b), **mem})
-
-    fused = all(blk.attn.fused_attn for blk in model.v.blocks)
     runner = torch.compile(objective) if compile_model else objective
     gen = torch.Generator().manual_seed(2)
     draw = cluster_mask if config.use_cluster else frame_mask
+
+    def fast_step(precision: str, opt: torch.optim.Optimizer) -> None:
+        a = draw(b, n, m, t_dim, gen, device=device)
+        bb = draw(b, n, m, t_dim, gen, device=device)
+        with autocast(precision, device):
+            loss = runner(x, a, bb)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    steps = {"baseline": baseline_step}
     for precision in precisions:
         opt = _fresh_optimizer(model, config)
+        steps[precision] = lambda p=precision, o=opt: fast_step(p, o)
+    times = timed_interleaved(steps, device, repeat, warmup=2 if compile_model else 1)
+    memory = {}
+    for name, step in steps.items():
+        with peak_memory(device) as memory[name]:
+            step()
 
-        def fast_step(precision=precision, opt=opt) -> None:
-            a = draw(b, n, m, t_dim, gen, device=device)
-            bb = draw(b, n, m, t_dim, gen, device=device)
-            with autocast(precision, device):
-                loss = runner(x, a, bb)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        with peak_memory(device) as mem:
-            t = timed(fast_step, device, repeat, warmup=3 if compile_model else 1)
+    t_base = times["baseline"]
+    emit({"bench": "step", "impl": "baseline", "precision": "fp32", "config": described,
+          "baseline": "per-clip loops: reference Python masks, dense (B,N,D) mask blend, heads "
+          "and InfoNCE clip by clip, explicit attention (timm 0.4.5)",
+          **_step_numbers(t_base, flops, formula, ceilings, b), **memory["baseline"]})
+    fused = all(blk.attn.fused_attn for blk in model.v.blocks)
+    for precision in precisions:
+        t = times[precision]
         emit({"bench": "step", "impl": "library" + ("+compile" if compile_model else ""),
               "precision": precision, "config": described,
               "fused_attn_fp32": fused, "attention": _attention_used(model, precision, device),
-              **_step_numbers(t, flops, formula, ceilings, b), **mem,
-              "speedup_vs_baseline_fp32": round(base_s / t["s_median"], 3),
+              **_step_numbers(t, flops, formula, ceilings, b), **memory[precision],
+              "speedup_vs_baseline_fp32": round(t_base["s_median"] / t["s_median"], 3),
               "speedup_vs_baseline_fp32_min": round(t_base["s_min"] / t["s_min"], 3),
               "speedup_vs_baseline_fp32_cpu": round(t_base["cpu_s_median"] / t["cpu_s_median"],
                                                     3),
+              "timing": "baseline and library steps interleaved, warm-up first",
               "max_abs_diff": max(diffs.values()), "abs_diff": diffs,
               "masked_outputs_max_abs_diff": float(h_diff.abs().max()),
               "diff_note": "fp32 library objective vs baseline, same weights and masks",
@@ -434,13 +457,15 @@ def bench_finetune(emit: Emit, device: torch.device, precisions: Sequence[str], 
     """Clips/s of the fine-tuning forward: tiny on ESC-50 inputs (512 frames, stride 10) and
     the classroom mini on ESC-10 (512 frames, stride 16)."""
     setups = {
-        "tiny_esc50": dict(size="tiny", input_tdim=512, fstride=10, tstride=10, batch=8),
-        "classroom_esc10": dict(size="mini", input_tdim=512, fstride=16, tstride=16, batch=16),
+        "tiny_esc50": dict(size="tiny", pretrain_tdim=1024, input_tdim=512, fstride=10,
+                           tstride=10, batch=8),
+        "classroom_esc10": dict(size="mini", pretrain_tdim=256, input_tdim=512, fstride=16,
+                                tstride=16, batch=16),
     }
     for name, s in setups.items():
         batch, tdim = (2, 64) if quick else (s["batch"], s["input_tdim"])
         torch.manual_seed(0)
-        pre = SSASTModel.for_pretraining(s["size"], input_tdim=1024 if not quick else 64)
+        pre = SSASTModel.for_pretraining(s["size"], input_tdim=64 if quick else s["pretrain_tdim"])
         model = SSASTModel.for_finetuning(
             pre.state_dict(), 10, fstride=s["fstride"], tstride=s["tstride"], input_tdim=tdim
         ).to(device).eval()
@@ -512,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure the library: one JSON line per measurement on stdout.",
     )
     p.add_argument("--only", default=",".join(BENCHES),
-                   help=f"comma-separated subset of {','.join(BENCHES)} [default: all]")
+                   help=f"comma-separated subset of {','.join(BENCHES)}; step and finetune "
+                   "also measure the ceiling they are compared with [default: all]")
     p.add_argument("--steps", default=",".join(STEP_CONFIGS),
                    help=f"step configs to run: {','.join(STEP_CONFIGS)} [default: both]")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke test")
@@ -524,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, help="timed repeats after warm-up [default: 5; "
                    "quick 1]")
     p.add_argument("--compile", action="store_true",
-                   help="also run the library step under torch.compile (optional, slow start)")
+                   help="run the library step under torch.compile (inductor; the first steps "
+                   "compile for minutes; measured: ~9%% faster on CPU, so not the default)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     return p
 

@@ -333,7 +333,8 @@ def pretrain(
     """Pretrain a model as ``config`` says; checkpoints and the final model go to ``out_dir``.
 
     ``resume``: a run directory or ``train_state.pt`` to continue exactly. ``callback(row)`` is
-    called with every history row (``kind`` "step" or "eval"); raising ``KeyboardInterrupt``
+    called with every history row (``kind`` "step", or "eval" for the validation every
+    ``epoch_iter`` steps or at each epoch end); raising ``KeyboardInterrupt``
     from it stops the run after a checkpoint. Returns ``(model, history)``; the model is also
     saved as ``out_dir/pretrained.pth`` (ssast_teach checkpoint format).
     """
@@ -411,9 +412,8 @@ def pretrain(
         # official: the plateau scheduler follows the masked accuracy (-mse for mpg)
         key = "val_mse" if config.task == "pretrain_mpg" else "val_acc"
         scheduler.step(-metrics[key] if key == "val_mse" else metrics[key])
-        run.save()
         log(env, f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return {**metrics, "lr": optimizer.param_groups[0]["lr"]}
+        return {"kind": "eval", **metrics, "lr": optimizer.param_groups[0]["lr"]}
 
     def after_step(state: TrainState) -> dict | None:
         if config.epoch_iter and state.step % config.epoch_iter == 0:

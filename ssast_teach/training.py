@@ -532,10 +532,9 @@ def fit(
                                        for k, v in row.items() if k != "kind"))
                 if callback is not None and env.is_main:
                     callback(row)
-                if after_step is not None:
-                    _record(run, after_step(state), "eval", callback)
+                evaluated = after_step is not None and _record(run, after_step(state), "eval", callback)
                 pending = None
-                if run.checkpoint_every and state.step % run.checkpoint_every == 0:
+                if evaluated or (run.checkpoint_every and state.step % run.checkpoint_every == 0):
                     run.save()
             bar.close()
             # Interrupted in after_epoch, the saved state has every batch consumed, so the
@@ -569,10 +568,12 @@ def _nonfinite_message(run: TrainRun, loss: torch.Tensor) -> str:
     return message
 
 
-def _record(run: TrainRun, row: dict | None, kind: str, callback: Callable | None) -> None:
+def _record(run: TrainRun, row: dict | None, kind: str, callback: Callable | None) -> bool:
+    """Append a hook's row (its own ``kind`` key, if any, wins) and pass it to ``callback``."""
     if row is None:
-        return
+        return False
     row = {"kind": kind, "step": run.state.step, "epoch": run.state.epoch + 1, **row}
     run.history.append(row)
     if callback is not None and run.env.is_main:
         callback(row)
+    return True

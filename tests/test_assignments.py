@@ -25,6 +25,9 @@ from ssast_teach.assignments import find_chapter, grade, nbgrader_meta, release,
 
 CHAPTERS = REPO / "chapters"
 E2E_CHAPTER = "03"  # the real chapter of the end-to-end tests: the fastest at ci scale
+# A chapter's cells take seconds at ci scale; the bound matters because under ipykernel 7 a widget
+# cell's reply sometimes stalls until the kernel is interrupted (seen with 03_masking under load).
+CELL_TIMEOUT = 120
 HAS_NBGRADER = importlib.util.find_spec("nbgrader") is not None and shutil.which("nbgrader")
 NBGRADER_HOW = "install the test extra: pip install -e '.[test]' (it has nbgrader)"
 
@@ -136,7 +139,9 @@ def course(tmp_path_factory) -> dict:
 
 def graded(course: dict, which: str) -> assignments.GradeReport:
     if which not in course["reports"]:
-        course["reports"][which] = grade(course[which], course["source"], scale="ci", timeout=120)
+        course["reports"][which] = grade(
+            course[which], course["source"], scale="ci", timeout=CELL_TIMEOUT
+        )
     return course["reports"][which]
 
 
@@ -269,7 +274,7 @@ def test_grade_instructor_notebook_gives_full_marks_with_json(course, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "COURSE_SCALE"}  # default scale: ci
     run = subprocess.run(
         [sys.executable, "-m", "ssast_teach.assignments", "grade", str(course["source"])]
-        + ["--source", str(course["source"]), "--json", str(out)],
+        + ["--source", str(course["source"]), "--json", str(out), "--timeout", str(CELL_TIMEOUT)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
@@ -288,7 +293,7 @@ def test_grade_instructor_notebook_gives_full_marks_with_json(course, tmp_path):
 
 
 def test_grade_released_notebook_gives_zero(course):
-    report = grade(course["released"], course["source"], scale="paper", timeout=120)
+    report = grade(course["released"], course["source"], scale="paper", timeout=CELL_TIMEOUT)
     assert scores(report) == {"fx-ex1": 0, "fx-ex2": 0} and report.max == 5
     assert "COURSE_SCALE = paper" in report.executed.cells[1].outputs[0].text
     for exercise in report.exercises:
@@ -312,7 +317,7 @@ def test_grade_always_runs_the_instructor_checks(course, tmp_path):
     # Exercise 2 is right, but its check cell was deleted: the instructor's is put back.
     cell_by_id(nb, "fx-ex2-solution").source = EX2_SOLUTION
     nb.cells.remove(cell_by_id(nb, "fx-ex2"))
-    report = grade(write(nb, tmp_path / "00_fixture.ipynb"), course["source"], timeout=120)
+    report = grade(write(nb, tmp_path / "00_fixture.ipynb"), course["source"], timeout=CELL_TIMEOUT)
     assert scores(report) == {"fx-ex1": 0, "fx-ex2": 3}
     assert "a seeded randn(5)" in report.exercises[0].feedback
     assert "missing from the submission" in report.exercises[1].feedback
@@ -357,14 +362,14 @@ def test_released_chapter_runs_with_only_the_stubs_failing(chapter, tmp_path):
     needs(chapter is not None, "chapter notebooks", "write chapters/NN_name.ipynb first")
     (released,) = release([chapter], tmp_path)
     if assignments.graded_cells(nbformat.read(chapter, as_version=4)):
-        report = grade(released, chapter, scale="ci", timeout=600)
+        report = grade(released, chapter, scale="ci", timeout=CELL_TIMEOUT)
         executed = report.executed
         assert report.total == 0
         for exercise in report.exercises:
             assert "not implemented yet" in exercise.feedback, exercise
     else:  # a chapter without exercises: its release must simply run
         executed = nbformat.read(released, as_version=4)
-        assert assignments.execute(executed, tmp_path, "ci") is None
+        assert assignments.execute(executed, tmp_path, "ci", CELL_TIMEOUT) is None
     for error in error_outputs(executed):
         assert error.ename == "NotImplementedError" or (
             error.ename == "ExerciseError" and "not implemented yet" in error.evalue
@@ -397,9 +402,9 @@ def e2e(tmp_path_factory) -> dict:
 
 @pytest.mark.slow
 def test_real_chapter_instructor_full_and_one_exercise_exact(e2e):
-    full = grade(e2e["source"], e2e["source"], scale="ci")
+    full = grade(e2e["source"], e2e["source"], scale="ci", timeout=CELL_TIMEOUT)
     assert full.total == full.max > 0, full.summary()
-    e2e["one_report"] = report = grade(e2e["one"], e2e["source"], scale="ci")
+    e2e["one_report"] = report = grade(e2e["one"], e2e["source"], scale="ci", timeout=CELL_TIMEOUT)
     assert report.total == e2e["points"], report.summary()
     assert {e.grade_id for e in report.exercises if e.passed} == {e2e["grade_id"]}
 
@@ -425,7 +430,7 @@ def test_nbgrader_releases_and_autogrades_a_chapter_like_we_do(e2e):
     root, source, name = e2e["root"] / "nbgrader", e2e["source"], e2e["source"].name
     write(nbformat.read(source, as_version=4), root / "source" / "ch" / name)
     (root / "nbgrader_config.py").write_text(
-        "c = get_config()\nc.CourseDirectory.course_id = 'ssast'\nc.Execute.timeout = 600\n"
+        f"c = get_config()\nc.CourseDirectory.course_id = 'ssast'\nc.Execute.timeout = {CELL_TIMEOUT}\n"
     )
     nbgrader(root, "generate_assignment", "ch", "--force")
     theirs = nbformat.read(root / "release" / "ch" / name, as_version=4)
@@ -438,5 +443,5 @@ def test_nbgrader_releases_and_autogrades_a_chapter_like_we_do(e2e):
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission_notebook(source.stem, "ch", "alice")
         theirs_scores = {g.name: g.score for g in submission.grades}
-    report = e2e.get("one_report") or grade(e2e["one"], source, scale="ci")
+    report = e2e.get("one_report") or grade(e2e["one"], source, scale="ci", timeout=CELL_TIMEOUT)
     assert theirs_scores == {e.grade_id: e.points for e in report.exercises}

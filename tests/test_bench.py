@@ -12,6 +12,13 @@ from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, PretrainObjective
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    threads = torch.get_num_threads()  # bench.main sets it for the whole process
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_bench(capsys, *argv: str) -> list[dict]:
     bench.main(["--quick", "--threads", "1", *argv])
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -64,21 +64,30 @@ def lab(tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(CHAPTERS, root / "chapters")
+    # JupyterLab 4 renders only the cells in view by default; render them all so the test sees
+    # every prompt and output, as a student scrolling through would.
+    settings = root / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    news = root / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, COURSE_SCALE="ci", MPLBACKEND="module://matplotlib_inline.backend_inline")
     log = open(root / "jupyter.log", "w")  # noqa: SIM115 - closed in the finaliser below
     server = subprocess.Popen(
         [
             sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
-            f"--port={port}", f"--IdentityProvider.token={token}",
+            f"--port={port}", f"--IdentityProvider.token={token}", "--allow-root",
             f"--ServerApp.root_dir={root / 'chapters'}", "--ServerApp.open_browser=False",
+            f"--LabApp.user_settings_dir={root / 'settings'}",
             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while True:
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
@@ -123,7 +132,7 @@ def page(lab):
 
 def _open(page, lab, notebook: str) -> None:
     page.goto(f"{lab['base']}/lab/tree/{notebook}?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached", timeout=90_000)
     page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=90_000)
 
 
@@ -133,10 +142,12 @@ def test_start_page_links_every_chapter(page, lab):
     hrefs = page.eval_on_selector_all(
         ".jp-RenderedMarkdown a[href]", "links => links.map(a => a.getAttribute('href'))"
     )
-    missing = [c for c in chapters if not any(h.split("#")[0].endswith(c) for h in hrefs)]
+    # JupyterLab rewrites relative links to /files/<name>?_xsrf=...: compare the path part.
+    paths = [h.split("#")[0].split("?")[0] for h in hrefs]
+    missing = [c for c in chapters if not any(p.endswith(c) for p in paths)]
     assert not missing, f"00_start_here does not link {missing}; it links {hrefs}"
     page.screenshot(path=str(ARTIFACTS / "00_start_here.png"))
-    page.click(f".jp-RenderedMarkdown a[href$='{MASKING}']")
+    page.click(f".jp-RenderedMarkdown a[href*='{MASKING}']")
     page.wait_for_selector(f".lm-TabBar-tab.jp-mod-current >> text={MASKING}", timeout=60_000)
 
 
@@ -145,7 +156,7 @@ def test_masking_chapter_runs_and_explorer_redraws(page, lab):
     page.click(".jp-Notebook")
     page.keyboard.press("Escape")
     page.click("div.lm-MenuBar-itemLabel:text-is('Run')")
-    page.click("li.lm-Menu-item[data-command='notebook:run-all-cells']")
+    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
     # Each running cell shows [*]; the chapter is done when none does and the kernel is idle.
     page.wait_for_function(
         """() => {

@@ -63,6 +63,25 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     assert full_history.series("val_acc") == history.series("val_acc")
 
 
+def test_resume_at_a_step_with_a_pending_evaluation(tmp_path):
+    # epoch_iter=2: evaluate (and step the plateau scheduler) every 2 steps; the interrupt
+    # comes between step 4 and its evaluation, so the resumed run must evaluate first
+    config = _ci(epoch_iter=2)
+    full_model, full_history = _run(tmp_path / "full", config)
+    assert [r["step"] for r in full_history.where("eval")] == [2, 4, 6]
+
+    def stop_at_4(row):
+        if row["kind"] == "step" and row["step"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "part", config, callback=stop_at_4)
+    model, history = _run(tmp_path / "part", config, resume=tmp_path / "part")
+    assert history.series("val_acc") == full_history.series("val_acc")
+    for a, b in zip(full_model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     poison = {"on": False}
     mpg = SSASTModel.mpg
@@ -101,7 +120,7 @@ def test_single_objectives_run(tmp_path, task):
     row = history.where("step")[-1]
     assert ("acc" in row) == (task == "pretrain_mpc") and ("mse" in row) == (task == "pretrain_mpg")
     # once per epoch (epoch_iter=None): the value the plateau scheduler follows
-    evaluation = history.where("epoch")[0]
+    evaluation = history.where("eval")[0]
     assert ("val_acc" if task == "pretrain_mpc" else "val_mse") in evaluation
 
 

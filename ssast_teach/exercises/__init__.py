@@ -8,10 +8,12 @@ stops the kernel: an exception in a notebook cell is just a red cell the student
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
+Mistake = tuple[str, torch.Tensor]  # (what the student probably did, what that gives)
 
 
 class ExerciseError(AssertionError):
@@ -65,6 +67,33 @@ def check_tensor(
             f"{diff.max().item():.3g} at index {index} (got {got_cmp[index].item():.6g}, "
             f"expected {exp_cmp[index].item():.6g})"
         )
+
+
+def check_with_hints(
+    name: str,
+    got: object,
+    expected: torch.Tensor,
+    mistakes: Sequence[Mistake],
+    *,
+    case: str,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> None:
+    """:func:`check_tensor`, and if the values are wrong but equal a known mistake, say which."""
+    try:
+        check_tensor(name, got, expected, case=case, atol=atol, rtol=rtol)
+    except ExerciseError as error:
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            raise
+        got64 = got.detach().cpu().double()
+        hints = [
+            hint
+            for hint, wrong in mistakes
+            if torch.allclose(got64, wrong.detach().cpu().double(), atol=atol, rtol=rtol)
+        ]
+        if not hints:
+            raise
+        raise ExerciseError(f"{error} -- it looks like {'; or '.join(hints)}") from None
 
 
 def passed(chapter: int, exercise: int, what: str) -> None:

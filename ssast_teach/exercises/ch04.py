@@ -8,44 +8,19 @@ scale, post-norm, the tanh GELU, ...), the message names that mistake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssast_teach.exercises import ExerciseError, call_student, check_tensor, passed
+from ssast_teach.exercises import (
+    Mistake,
+    call_student,
+    check_with_hints,
+    passed,
+)
 from ssast_teach.model import SSASTModel, adapt_pos_embed
-
-Mistake = tuple[str, Tensor]  # (what the student probably did, the output that mistake gives)
-
-
-def check_with_hints(
-    name: str,
-    got: object,
-    expected: Tensor,
-    mistakes: Sequence[Mistake],
-    *,
-    case: str,
-    atol: float = 1e-5,
-    rtol: float = 1e-5,
-) -> None:
-    """:func:`check_tensor`, and if the values are wrong but equal a known mistake, say which."""
-    try:
-        check_tensor(name, got, expected, case=case, atol=atol, rtol=rtol)
-    except ExerciseError as error:
-        if not isinstance(got, Tensor) or got.shape != expected.shape:
-            raise
-        got64 = got.detach().cpu().double()
-        hints = [
-            hint
-            for hint, wrong in mistakes
-            if torch.allclose(got64, wrong.detach().cpu().double(), atol=atol, rtol=rtol)
-        ]
-        if not hints:
-            raise
-        raise ExerciseError(f"{error} -- it looks like {'; or '.join(hints)}") from None
-
 
 # ---------------------------------------------------------------------------- exercise 1
 

@@ -12,8 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ssast_teach.exercises import call_student, passed
-from ssast_teach.exercises.ch04 import check_with_hints
+from ssast_teach.exercises import call_student, check_with_hints, passed
 from ssast_teach.losses import info_nce_loss, mse_loss
 
 

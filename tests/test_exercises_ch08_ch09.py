@@ -1,0 +1,271 @@
+"""Chapter 08/09: the checkers accept right answers and explain wrong ones; the ablation
+module's statistics, findings and a micro grid run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ssast_teach import ablations
+from ssast_teach.ablations import (
+    RUNS,
+    SCALES,
+    difference_in_se,
+    factor_agreement,
+    findings,
+    kendall_tau,
+    linear_probe,
+    readme_averages,
+)
+from ssast_teach.checkpoints import make_official_like, published_results
+from ssast_teach.exercises import ExerciseError, ch08, ch09
+
+# ------------------------------------------------------------------ right answers pass
+
+
+def geometry_ok(sd):
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    d, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape
+    cls_tokens = 2 if "v.dist_token" in sd else 1
+    return {"embed_dim": d, "depth": len({k.split(".")[2] for k in sd if k.startswith("v.blocks.")}),
+            "cls_tokens": cls_tokens, "fshape": fshape, "tshape": tshape,
+            "num_patches": sd["v.pos_embed"].shape[1] - cls_tokens,
+            "input_fdim": int(sd["p_input_fdim"]), "input_tdim": int(sd["p_input_tdim"])}
+
+
+def counts_ok(sd):
+    counts = dict.fromkeys(("total", "encoder", "heads", "unused", "other"), 0)
+    for key, tensor in sd.items():
+        key = key.removeprefix("module.")
+        if key.startswith(("v.head.", "v.head_dist.")):
+            part = "unused"
+        elif key.startswith(("cpredlayer.", "gpredlayer.", "mlp_head.")):
+            part = "heads"
+        elif key.startswith("v."):
+            part = "encoder"
+        else:
+            part = "other"
+        counts[part] += tensor.numel()
+        counts["total"] += tensor.numel()
+    return counts
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_right_answers_pass(hidden, capsys):
+    ch08.check_infer_geometry(geometry_ok, hidden=hidden)
+    ch08.check_count_parameters(counts_ok, hidden=hidden)
+    ch09.check_kendall_tau(kendall_tau, hidden=hidden)
+    ch09.check_readme_averages(readme_averages, hidden=hidden)
+    ch09.check_difference_in_se(difference_in_se, hidden=hidden)
+    lines = capsys.readouterr().out.splitlines()
+    expected = ["✓ ch08 exercise 1:", "✓ ch08 exercise 2:"] + [f"✓ ch09 exercise {k}:" for k in (1, 2, 3)]
+    assert [line.split(":")[0] + ":" for line in lines] == expected
+
+
+def test_tiny_counts_are_the_official_ones():
+    counts = counts_ok(make_official_like("tiny"))
+    assert counts["total"] == 6_046_290  # SPEC 3
+    assert counts["unused"] == 2 * (192 * 1000 + 1000)  # v.head and v.head_dist
+    assert sum(v for k, v in counts.items() if k != "total") == counts["total"]
+
+
+# ------------------------------------------------------------------ wrong answers explained
+
+
+def not_implemented(*args):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("check", [ch08.check_infer_geometry, ch08.check_count_parameters,
+                                   ch09.check_kendall_tau, ch09.check_readme_averages,
+                                   ch09.check_difference_in_se])
+def test_not_implemented_is_named(check):
+    with pytest.raises(ExerciseError, match="not implemented yet"):
+        check(not_implemented)
+
+
+def test_geometry_mistakes_are_named():
+    def keeps_prefix(sd):
+        return {"embed_dim": sd["v.patch_embed.proj.weight"].shape[0]}
+
+    with pytest.raises(ExerciseError, match="strip it first"):
+        ch08.check_infer_geometry(keeps_prefix)
+
+    def counts_cls_rows(sd):
+        out = geometry_ok(sd)
+        return out | {"num_patches": out["num_patches"] + out["cls_tokens"]}
+
+    with pytest.raises(ExerciseError, match="class-token rows"):
+        ch08.check_infer_geometry(counts_cls_rows)
+
+    def tensor_values(sd):
+        out = geometry_ok(sd)
+        return out | {"fshape": torch.tensor(out["fshape"])}
+
+    with pytest.raises(ExerciseError, match="plain int"):
+        ch08.check_infer_geometry(tensor_values)
+
+    with pytest.raises(ExerciseError, match="no key"):
+        ch08.check_infer_geometry(lambda sd: {"embed_dim": 192})
+
+
+def test_count_mistakes_are_named():
+    def heads_in_encoder(sd):
+        out = counts_ok(sd)
+        return out | {"encoder": out["encoder"] + out["unused"]}
+
+    with pytest.raises(ExerciseError, match="ImageNet heads"):
+        ch08.check_count_parameters(heads_in_encoder)
+
+
+def tau_a(x, y):
+    n = len(x)
+    s = sum(((x[i] > x[j]) - (x[i] < x[j])) * ((y[i] > y[j]) - (y[i] < y[j]))
+            for i in range(n) for j in range(i + 1, n))
+    return s / (n * (n - 1) / 2)
+
+
+def test_ch09_mistakes_are_named():
+    with pytest.raises(ExerciseError, match="tau-a"):
+        ch09.check_kendall_tau(tau_a)
+    with pytest.raises(ExerciseError, match="sign is flipped"):
+        ch09.check_kendall_tau(lambda x, y: -kendall_tau(x, y))
+
+    def zeros_for_missing(row):
+        def mean(tasks):
+            return sum(float(row[t] or 0) for t in tasks) / len(tasks)
+        return mean(["as20k_map", "esc50_acc"]), mean(["ks2_acc", "ks1_acc", "sid_acc", "er_acc"])
+
+    with pytest.raises(ExerciseError, match="missing number is not 0"):
+        ch09.check_readme_averages(zeros_for_missing)
+
+    def added_se(a, na, b, nb):
+        return (a - b) / (math.sqrt(a * (1 - a) / na) + math.sqrt(b * (1 - b) / nb))
+
+    with pytest.raises(ExerciseError, match="variances do"):
+        ch09.check_difference_in_se(added_se)
+    with pytest.raises(ExerciseError, match="should return a float"):
+        ch09.check_difference_in_se(lambda *a: "1.0")
+
+
+# ------------------------------------------------------------------ the ablation module
+
+
+def test_kendall_tau_values():
+    assert kendall_tau([1, 2, 3], [3, 4, 5]) == 1.0
+    assert kendall_tau([1, 2, 3], [5, 4, 3]) == -1.0
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # tau-b with a tie in x: C=5, D=0, T_x=1, T_y=0 -> 5 / sqrt(6 * 5)
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30))
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="same length"):
+        kendall_tau([1, 2], [1, 2, 3])
+
+
+def test_kendall_tau_matches_scipy_when_installed():
+    stats = pytest.importorskip("scipy.stats")
+    gen = torch.Generator().manual_seed(0)
+    for n in (3, 6, 10):
+        x, y = torch.randint(0, 4, (2, n), generator=gen).double().tolist()
+        if len(set(x)) > 1 and len(set(y)) > 1:
+            assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic)
+
+
+def test_readme_averages_reproduce_the_readme():
+    checked = 0
+    for row in published_results():
+        audio, speech = readme_averages(row)
+        if audio is not None and row["avg_audio"]:
+            assert abs(audio - float(row["avg_audio"])) < 0.051  # the README rounds to 0.1
+            assert abs(speech - float(row["avg_speech"])) < 0.051
+            checked += 1
+    assert checked == 4  # the base models publish every task
+    assert readme_averages({"as20k_map": "1", "esc50_acc": "", **dict.fromkeys(
+        ("ks2_acc", "ks1_acc", "sid_acc", "er_acc"), "2")}) == (None, 2.0)
+
+
+def test_difference_in_se():
+    assert difference_in_se(0.8, 80, 0.7, 80) == pytest.approx(0.1 / math.sqrt(0.16 / 80 + 0.21 / 80))
+    assert difference_in_se(0.5, 10, 0.5, 10) == 0.0
+
+
+def test_mask_patch_keeps_the_paper_ratio():
+    s = SCALES["classroom"]
+    masked = [s.mask_patch(RUNS[n], 128) for n in ("mask100", "mask250", "joint", "scratch")]
+    assert masked == [25, 62, 100, None]
+
+
+def test_linear_probe_separable_and_deterministic():
+    gen = torch.Generator().manual_seed(0)
+    centres = 4 * torch.randn(3, 5, generator=gen)
+    y = torch.arange(60) % 3
+    x = centres[y] + 0.1 * torch.randn(60, 5, generator=gen)
+    acc = linear_probe(x[:45], y[:45], x[45:], y[45:])
+    assert acc == 1.0
+    assert linear_probe(x[:45], y[:45], x[45:], y[45:]) == acc
+
+
+def fake_results(accs: dict[str, tuple[float, float]], n=(80, 200)) -> dict:
+    runs = []
+    for name, (esc, fs) in accs.items():
+        probe = {t: {"acc": a, "n_test": k, "se": math.sqrt(a * (1 - a) / k)}
+                 for t, a, k in (("esc10", esc, n[0]), ("fsdd", fs, n[1]))}
+        runs.append({"name": name, "mask_patch": None, "probe": probe})
+    return {"provenance": {}, "runs": runs}
+
+
+def test_findings_on_a_paper_like_result():
+    paper_like = fake_results({
+        "joint": (0.9, 0.8), "mask100": (0.8, 0.78), "mask250": (0.85, 0.8),
+        "discriminative": (0.85, 0.75), "generative": (0.6, 0.6), "audio_only": (0.85, 0.7),
+        "speech_only": (0.7, 0.75), "frame": (0.85, 0.9), "scratch": (0.4, 0.5),
+    })
+    found = findings(paper_like)
+    assert [f.held for f in found] == [True] * 5
+    assert all(f.margin_se > 0 for f in found)
+    agreement = {(r["factor"], r["task"]): r for r in factor_agreement(paper_like)}
+    assert agreement[("objective", "esc10")]["tau"] == 1.0
+    assert agreement[("patch vs frame", "fsdd")]["same_order"]
+
+    reversed_masks = fake_results({"joint": (0.8, 0.8), "mask100": (0.9, 0.8), "mask250": (0.85, 0.8)})
+    found = findings(reversed_masks)
+    assert found[1].held is False and found[0].held is None  # scratch absent: not tested
+    assert {(r["factor"], r["task"]): r["tau"]
+            for r in factor_agreement(reversed_masks)}[("masked patches", "esc10")] == -1.0
+
+
+def test_load_results_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no ablation results"):
+        ablations.load_results(tmp_path / "absent.json")
+    (tmp_path / "other.json").write_text(json.dumps({"x": 1}))
+    with pytest.raises(ValueError, match="not an ablation results file"):
+        ablations.load_results(tmp_path / "other.json")
+
+
+def test_probe_checkpoints_without_files_downloads_nothing(tmp_path):
+    out = ablations.probe_checkpoints(cache_dir=tmp_path)
+    assert set(out) == {"SSAST-Base-Patch-400", *ablations.ABLATION_CHECKPOINTS}
+    assert all(v is None for v in out.values())
+
+
+def test_micro_grid_and_command_line(tmp_path, capsys):
+    micro = replace(SCALES["ci"], name="ci", input_tdim=32, steps=1, batch_size=2, val_clips=2,
+                    esc10_train=10, esc10_test=10, fsdd_train=10, fsdd_test=10)
+    results = ablations.run_grid(micro, work_dir=tmp_path, runs=["frame", "scratch"], log=None)
+    assert [r["name"] for r in results["runs"]] == ["frame", "scratch"]
+    frame = results["runs"][0]
+    assert frame["mask_patch"] == 12 and frame["pretrain_steps"] == 1  # 400/512 of 16 patches
+    assert set(frame["probe"]) == {"esc10", "fsdd"} and 0 <= frame["probe"]["esc10"]["acc"] <= 1
+    assert {"command", "seed", "versions", "date", "seconds"} <= set(results["provenance"])
+    out = tmp_path / "results.json"
+    assert ablations.main(["--scale", "ci", "--runs", "scratch", "--out", str(out),
+                           "--work-dir", str(tmp_path)]) == 0
+    saved = ablations.load_results(out)
+    assert saved["provenance"]["command"].startswith("python -m ssast_teach.ablations --scale ci")
+    assert "finding 1 not tested" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown runs"):
+        ablations.run_grid("ci", work_dir=tmp_path, runs=["nope"])
