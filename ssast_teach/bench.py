@@ -136,10 +136,11 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int, warmup: i
     return timed_interleaved({"fn": fn}, device, repeat, warmup)["fn"]
 
 
-def _rss_peak_kib() -> int | None:
+def _status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (``VmHWM``, ``VmRSS``) in KiB, None if unreadable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -161,8 +162,11 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
         kind = "process peak RSS (VmHWM, reset before)"
     except OSError:
         kind = "process ru_maxrss (since start: never reset)"
+    start_kib = _status_kib("VmRSS")
+    if start_kib is not None:  # the process's own weight: Python, torch, models, data
+        out["rss_at_start_mib"] = round(start_kib / 1024, 1)
     yield out
-    peak_kib = _rss_peak_kib() if "VmHWM" in kind else None
+    peak_kib = _status_kib("VmHWM") if "VmHWM" in kind else None
     if peak_kib is None:
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out["peak_mem_mib"] = round(peak_kib / 1024, 1)
@@ -352,7 +356,7 @@ def bench_step(
         theirs = baseline_objective(baseline, x, lists_a, lists_b)
         # The attention kernels differ (fused vs explicit): the encoder outputs are not
         # bit-equal, so an equal loss is not a trivial one.
-        h_diff = (model._masked_outputs(x, ids_a)[0] - baseline._masked_outputs(x, ids_a)[0])
+        h_diff = (model.masked_outputs(x, ids_a)[0] - baseline.masked_outputs(x, ids_a)[0])
         low = {p: _loss_in(objective, x, ids_a, ids_b, p, device) for p in precisions}
     diffs = {k: abs(float(ours[k]) - float(theirs[k])) for k in ("loss", "nce", "mse", "acc")}
 

@@ -42,8 +42,8 @@ from ssast_teach.model import (
     MODEL_SIZES,
     SSASTConfig,
     SSASTModel,
-    _infer_size,
-    _load_strict,
+    infer_size,
+    load_strict,
     strip_module_prefix,
 )
 
@@ -369,7 +369,7 @@ def load_state_dict(path: str | Path, map_location="cpu") -> dict[str, Tensor]:
 
 def _strict(model: SSASTModel, sd: Mapping[str, Tensor], path: Path) -> SSASTModel:
     try:
-        _load_strict(model, sd)
+        load_strict(model, sd)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return model
@@ -549,7 +549,7 @@ def _finetuned_model(
 
 def _size_of(sd: Mapping[str, Tensor], path: Path) -> str:
     try:
-        return _infer_size(sd)
+        return infer_size(sd)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
 
@@ -700,7 +700,7 @@ def inspect(path_or_name: str | Path) -> CheckpointSummary:
     sd = loaded.state_dict
     _, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape
     try:
-        size = _infer_size(sd)
+        size = infer_size(sd)
     except ValueError:
         size = f"unknown (embed_dim {sd['v.patch_embed.proj.weight'].shape[0]})"
     cls_tokens = 2 if "v.dist_token" in sd else 1

@@ -13,6 +13,10 @@ epoch where a validation split exists (Speech Commands); without one (ESC-50) th
 picks the best epoch on the test folds themselves, averaged over folds (optimistic, and more
 so for a single fold): ``results["best_epoch_on_test"]``. ``results["test"]`` is then the final
 epoch. Command line: ``python -m ssast_teach.finetune --help``.
+
+Classroom scale, measured once (seed 0, final epoch; mini model, 10 epochs): from the course's
+own classroom pretraining vs from scratch, ESC-10 fold 5 accuracy 0.600 vs 0.550 (mAP 0.693 vs
+0.576), FSDD takes 0-4 accuracy 0.570 vs 0.495 (mAP 0.649 vs 0.583).
 """
 
 from __future__ import annotations

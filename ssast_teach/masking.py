@@ -28,7 +28,8 @@ The official mask is far from uniform over the grid (:func:`masking_frequency`, 
 mask_patch=400): a cluster grows down and right from a uniform start, so the top row is
 hidden in about 41% of clips against 89% mid-grid, and the first columns less often too;
 keeping the lowest ids then takes about 5 more points from the last row and up to 11 from
-the last columns. :func:`random_mask` is the comparison without any quirk: ids uniformly without
+the last columns, and since the loop stops with MORE than mask_patch ids, the highest collected
+id is always dropped: id N-1 is never masked. :func:`random_mask` is the comparison without any quirk: ids uniformly without
 replacement over all ``N`` patches, id 0 included (it is also what :func:`frame_mask` draws).
 """
 

@@ -170,7 +170,7 @@ def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
-def _infer_size(state_dict: Mapping[str, Tensor]) -> str:
+def infer_size(state_dict: Mapping[str, Tensor]) -> str:
     embed_dim = state_dict["v.patch_embed.proj.weight"].shape[0]
     blocks = {m.group(1) for k in state_dict if (m := re.match(r"v\.blocks\.(\d+)\.", k))}
     cls_token_num = 2 if "v.dist_token" in state_dict else 1
@@ -184,7 +184,7 @@ def _infer_size(state_dict: Mapping[str, Tensor]) -> str:
     )
 
 
-def _load_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
     """``load_state_dict`` that refuses any partial load, with a ValueError listing why."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -195,8 +195,9 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
         if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
     ]
     if missing or unexpected or mismatched:
+        kind = "pretraining" if getattr(model, "pretraining", True) else "fine-tuning"
         raise ValueError(
-            "pretrained state dict does not fit the SSAST pretraining model: "
+            f"state dict does not fit this SSAST {kind} model: "
             f"missing keys {missing}; unexpected keys {unexpected}; shape mismatches {mismatched}"
         )
     model.load_state_dict(state_dict, strict=True)
@@ -308,7 +309,7 @@ class SSASTModel(nn.Module):
                 )
         _, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape
         config = SSASTConfig(
-            size=_infer_size(sd) if size is None else size,
+            size=infer_size(sd) if size is None else size,
             fshape=fshape,
             tshape=tshape,
             fstride=fshape,
@@ -317,7 +318,7 @@ class SSASTModel(nn.Module):
             input_tdim=int(sd["p_input_tdim"].item()),
         )
         model = cls(config)
-        _load_strict(model, sd)
+        load_strict(model, sd)
         return model
 
     @classmethod
@@ -467,7 +468,7 @@ class SSASTModel(nn.Module):
         return self.mlp_head(self.embed(x, pooling))  # (B, n_classes)
 
     # ----------------------------------------------------------------- pretraining
-    def _masked_outputs(self, x: Tensor, mask_ids: Tensor) -> tuple[Tensor, Tensor]:
+    def masked_outputs(self, x: Tensor, mask_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Encode with ``mask_ids`` masked; return their outputs ``(B, M, D)``, targets ``(B, M, P)``."""
         if not self.pretraining:
             raise ValueError("mpc/mpg need a pretraining model (SSASTModel.for_pretraining)")
@@ -503,12 +504,12 @@ class SSASTModel(nn.Module):
         Unlike the official code (which always prepends both cls and dist tokens, so it breaks
         for ``base_nokd``), the number of class tokens comes from the backbone.
         """
-        h_masked, target = self._masked_outputs(x, mask_ids)
+        h_masked, target = self.masked_outputs(x, mask_ids)
         return info_nce_loss(self.cpredlayer(h_masked), target, paper_softmax=paper_softmax)
 
     def mpg(self, x: Tensor, mask_ids: Tensor) -> Tensor:
         """Masked patch reconstruction: the MSE between ``gpredlayer`` outputs and the patches."""
-        h_masked, target = self._masked_outputs(x, mask_ids)
+        h_masked, target = self.masked_outputs(x, mask_ids)
         return mse_loss(self.gpredlayer(h_masked), target)
 
     # ----------------------------------------------------------------- inspection

@@ -14,8 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ssast_teach.exercises import ExerciseError, call_student, passed
-from ssast_teach.exercises.ch04 import check_with_hints
+from ssast_teach.exercises import ExerciseError, call_student, check_with_hints, passed
 from ssast_teach.finetune import HEAD, average_precision, confusion_matrix
 from ssast_teach.model import SSASTModel
 
