@@ -2,7 +2,8 @@
 
 The library follows the chapters: ``audio`` (01) -> ``datasets`` (01, 06) -> ``patches`` (02)
 -> ``masking`` (03) -> ``model`` (04) -> ``losses`` (05) -> ``checkpoints`` (08) ->
-``pretrain`` (06) / ``finetune`` (07). ``exercises``, ``assignments`` and ``bench`` sit on top.
+``pretrain`` (06) / ``finetune`` (07). ``ablations`` (09), ``exercises``, ``assignments`` and
+``bench`` sit on top.
 Importing the package is cheap: it pulls in no torch code until a module is imported.
 """
 

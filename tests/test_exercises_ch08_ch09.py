@@ -256,7 +256,10 @@ def test_probe_checkpoints_without_files_downloads_nothing(tmp_path):
 def test_micro_grid_and_command_line(tmp_path, capsys):
     micro = replace(SCALES["ci"], name="ci", input_tdim=32, steps=1, batch_size=2, val_clips=2,
                     esc10_train=10, esc10_test=10, fsdd_train=10, fsdd_test=10)
+    threads = torch.get_num_threads()
     results = ablations.run_grid(micro, work_dir=tmp_path, runs=["frame", "scratch"], log=None)
+    assert torch.get_num_threads() == threads  # pinned to 1 for the grid only
+    assert results["provenance"]["torch_threads"] == 1
     assert [r["name"] for r in results["runs"]] == ["frame", "scratch"]
     frame = results["runs"][0]
     assert frame["mask_patch"] == 12 and frame["pretrain_steps"] == 1  # 400/512 of 16 patches
@@ -270,3 +273,14 @@ def test_micro_grid_and_command_line(tmp_path, capsys):
     assert "finding 1 not tested" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown runs"):
         ablations.run_grid("ci", work_dir=tmp_path, runs=["nope"])
+
+
+def test_probe_checkpoints_on_a_stand_in_file(tmp_path):
+    # a random official-format tiny file under an ablation model's name stands in for the real one
+    torch.save(make_official_like("tiny", seed=0), tmp_path / "audio_model_dis.pth")
+    micro = replace(SCALES["ci"], esc10_train=10, esc10_test=10, fsdd_train=10, fsdd_test=10)
+    out = ablations.probe_checkpoints(("audio_model_dis", "audio_model_gen"), micro,
+                                      cache_dir=tmp_path, input_tdim={"esc10": 64, "fsdd": 32})
+    assert out["audio_model_gen"] is None
+    assert set(out["audio_model_dis"]) == {"esc10", "fsdd"}
+    assert out["audio_model_dis"]["esc10"]["n_test"] == 10
