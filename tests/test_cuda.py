@@ -7,13 +7,13 @@ Deselected by default (``-m "not gpu"`` in pyproject.toml); on a machine with a 
 import pytest
 import torch
 
+from conftest import needs
 from ssast_teach.checkpoints import load_pretrained
 from ssast_teach.finetune import FinetuneConfig, finetune
 from ssast_teach.masking import cluster_mask
 from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, pretrain
 from ssast_teach.training import resolve_precision
-from conftest import needs
 
 pytestmark = pytest.mark.gpu
 

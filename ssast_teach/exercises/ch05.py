@@ -63,7 +63,8 @@ def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = 
                 -torch.log_softmax(s, -1).mean(),
             ),
         ]
-        check_with_hints("info_nce(pred, target)", got, expected, mistakes, case=case)
+        name = getattr(info_nce, "__name__", "info_nce")  # the notebook calls it nce_loss
+        check_with_hints(f"{name}(pred, target)", got, expected, mistakes, case=case)
     passed(5, 1, "your InfoNCE equals the official masked-patch classification loss")
 
 
