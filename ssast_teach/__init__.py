@@ -1,13 +1,21 @@
 """ssast-teach: the Self-Supervised Audio Spectrogram Transformer, built step by step.
 
-The library follows the chapters: ``audio`` (01) -> ``datasets`` (01, 06) -> ``patches`` (02)
--> ``masking`` (03) -> ``model`` (04) -> ``losses`` (05) -> ``checkpoints`` (08) ->
-``pretrain`` (06) / ``finetune`` (07). ``ablations`` (09), ``exercises``, ``assignments`` and
-``bench`` sit on top.
-Importing the package is cheap: it pulls in no torch code until a module is imported.
+Imports flow one way, each module importing only modules to its left (chapter in brackets):
+``quirks``, ``download`` (01, 08), ``audio`` (01) -> ``datasets`` (01, 06) -> ``patches`` (02)
+-> ``masking`` (03) -> ``losses`` (05) -> ``model`` (04) -> ``checkpoints`` (08) ->
+``training`` (06, 07) -> ``pretrain`` (06) / ``finetune`` (07) -> ``ablations`` (09);
+``exercises``, ``assignments`` and ``bench`` sit on top. ``losses`` comes before ``model``
+because the model's pretraining heads compute the losses; chapter 05 teaches them after the
+encoder of chapter 04. ``tests/test_import_flow.py`` keeps the code to this order.
+
+Importing the package is cheap: it pulls in no torch code until a module is imported. The
+library logs through ``logging`` (logger ``ssast_teach``); :func:`log_to_stdout` shows its
+INFO lines, as the command lines and the chapters do.
 """
 
+import logging
 import os
+import sys
 
 __version__ = "0.1.0"
 
@@ -22,3 +30,34 @@ def course_scale(default: str = "classroom") -> str:
             f"COURSE_SCALE={scale!r} is not a course scale; expected one of {', '.join(COURSE_SCALES)}"
         )
     return scale
+
+
+def log_to_stdout(level: int | str = logging.INFO, logger: str = "ssast_teach") -> logging.Logger:
+    """Print the library's log lines on stdout, message only: all of them, or those of one
+    module's logger (``"ssast_teach.ablations"``: one line per ablation run).
+
+    Idempotent: a second call changes the level, not the number of handlers.
+    """
+    logger = logging.getLogger(logger)
+    logger.setLevel(level)
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a line is logged (a notebook cell's output,
+    pytest's capture), not the one of the moment the handler was made."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass

@@ -34,10 +34,9 @@ data/results/ablations_classroom.json`` (results JSON with provenance).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import itertools
+import logging
 import math
 import os
 import platform
@@ -54,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssast_teach import __version__
+from ssast_teach import __version__, log_to_stdout
 from ssast_teach.audio import FrontEndConfig
 from ssast_teach.checkpoints import REGISTRY, default_cache_dir, load_for_finetuning
 from ssast_teach.checkpoints import published_results as _published_rows
@@ -69,6 +68,8 @@ from ssast_teach.datasets import default_cache_dir as fbank_cache_dir
 from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, pretrain
 from ssast_teach.training import seed_all, write_json
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ABLATION_CHECKPOINTS",
@@ -338,7 +339,7 @@ def _pool(data: str, seed: int) -> DataSplit:
 
 
 def _pretrain_run(
-    run: AblationRun, s: AblationScale, work_dir: Path, seed: int, verbose: bool
+    run: AblationRun, s: AblationScale, work_dir: Path, seed: int
 ) -> tuple[SSASTModel, dict]:
     """Pretrain (or, for scratch, just initialise) one run's model; returns it and a record."""
     fshape, tshape = (16, 16) if run.geometry == "patch" else (128, 2)
@@ -359,15 +360,14 @@ def _pretrain_run(
         mask_patch=1, eval_mask_patch=None, batch_size=s.batch_size, epochs=1, lr=s.lr,
         # a short run: warm up over its first steps, the lr set at every step (not the
         # official every-50 schedule, which would leave a 60-step run at lr 0 for 50 steps)
-        warmup_steps=s.warmup_steps, warmup_every_step=True, epoch_iter=None,
+        warmup_steps=s.warmup_steps, warmup_quirk=False, epoch_iter=None,
         train_json=str(out / "train.json"), val_json=str(out / "val.json"),
         label_csv=str(out / "labels.csv"), cache=True, checkpoint_every=0, progress=False,
         seed=seed,
     )
     config = replace(config, mask_patch=s.mask_patch(run, config.num_patches))
     start = time.perf_counter()
-    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
-        model, history = pretrain(config, out_dir=out)
+    model, history = pretrain(config, out_dir=out)
     evals = [row for row in history.rows if any(k.startswith("val_") for k in row)]
     record = {
         "pretrain_steps": s.steps, "mask_patch": config.mask_patch,
@@ -390,8 +390,6 @@ def run_grid(
     runs: Sequence[str] | None = None,
     seed: int = 0,
     command: str | None = None,
-    log: Callable[[str], None] | None = print,
-    verbose: bool = False,
     threads: int | None = 1,
 ) -> dict:
     """Pretrain and probe every run of the grid (or ``runs``); returns the results dict.
@@ -399,8 +397,9 @@ def run_grid(
     ``work_dir/<scale>/<run>`` keeps each run's datafiles and checkpoints. The results hold
     the provenance (command, seed, versions, date, seconds, threads), the scale's settings, and
     per run: its factor settings, the published model it stands for, its pretraining record
-    and its probe accuracies. ``log`` gets one line per run; ``verbose`` also lets
-    :func:`~ssast_teach.pretrain.pretrain` print its own progress lines.
+    and its probe accuracies. One INFO line per run goes to the logger ``ssast_teach.ablations``
+    (``ssast_teach.log_to_stdout(logger="ssast_teach.ablations")`` shows just those; the
+    pretraining runs log under ``ssast_teach.training``).
 
     ``threads`` pins torch's CPU threads for the grid (None: leave them). The float sums of a
     training step come out in another order with another thread count, and a few hundred
@@ -423,15 +422,14 @@ def run_grid(
         results = []
         for name in names:
             run = RUNS[name]
-            model, record = _pretrain_run(run, s, work, seed, verbose)
+            model, record = _pretrain_run(run, s, work, seed)
             t0 = time.perf_counter()
             probe = probe_model(model, inputs)
             record["probe_seconds"] = time.perf_counter() - t0
             results.append({**asdict(run), **record, "probe": probe})
-            if log is not None:
-                accs = ", ".join(f"{t} {p['acc']:.3f}" for t, p in probe.items())
-                log(f"{name}: {accs} (pretrain {record['pretrain_seconds']:.0f} s, "
-                    f"probe {record['probe_seconds']:.0f} s)")
+            accs = ", ".join(f"{t} {p['acc']:.3f}" for t, p in probe.items())
+            logger.info(f"{name}: {accs} (pretrain {record['pretrain_seconds']:.0f} s, "
+                        f"probe {record['probe_seconds']:.0f} s)")
     finally:
         torch.set_num_threads(previous_threads)
     return {
@@ -662,10 +660,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch CPU threads; 0 leaves them as they are. Results depend on "
                         "the count: 1 (default) reproduces the cached classroom results")
     args = parser.parse_args(argv)
+    log_to_stdout()
     command = "python -m ssast_teach.ablations " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     results = run_grid(args.scale, work_dir=args.work_dir, runs=args.runs, seed=args.seed,
-                       command=command, verbose=True, threads=args.threads or None)
+                       command=command, threads=args.threads or None)
     write_json(args.out, results)
     for f in findings(results):
         state = {True: "held", False: "did not hold", None: "not tested"}[f.held]

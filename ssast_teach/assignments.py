@@ -23,7 +23,6 @@ import copy
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from ssast_teach import COURSE_SCALES, course_scale
+from ssast_teach.download import atomic_write
 
 CHAPTERS_DIR = Path(__file__).resolve().parents[1] / "chapters"
 # nbgrader's default stubs, so that our release and ``nbgrader generate_assignment`` agree
@@ -184,23 +184,11 @@ def release_notebook(nb: NotebookNode, where: str = "notebook") -> NotebookNode:
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename, so a
-    reader never sees half a file and a failed write leaves the old file as it was."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_notebook(nb: NotebookNode, path: Path) -> None:
     """Write ``nb`` to ``path`` atomically."""
     text = nbformat.writes(nb)
-    write_atomic(path, text if text.endswith("\n") else text + "\n")
+    text = text if text.endswith("\n") else text + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def release(
@@ -491,10 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(report.summary())
         if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(
-                args.json, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
-            )
+            text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+            atomic_write(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return 0
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

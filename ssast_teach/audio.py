@@ -28,7 +28,9 @@ __all__ = [
     "FrontEnd",
     "FrontEndConfig",
     "NORM_STATS",
+    "PCM_SCALING",
     "add_noise",
+    "as_float_waveform",
     "compute_norm_stats",
     "fbank",
     "load_audio",
@@ -67,6 +69,42 @@ def frame_samples(sample_rate: int) -> int:
     return int(sample_rate * FRAME_LENGTH_MS / 1000)
 
 
+# Integer PCM dtypes as ``(offset, scale)``: samples become ``(x - offset) / scale`` in [-1, 1),
+# the scaling soundfile's float reading of the same file uses (8-bit WAV is unsigned, 128 = 0).
+PCM_SCALING: dict[str, tuple[int, int]] = {
+    "int16": (0, 2**15),
+    "int32": (0, 2**31),
+    "uint8": (128, 2**7),
+    "int8": (0, 2**7),
+}
+
+
+def as_float_waveform(
+    waveform: torch.Tensor | np.ndarray, name: str = "waveform"
+) -> torch.Tensor:
+    """``waveform`` as a float tensor: float samples are kept as they are (dtype too); integer
+    PCM (int16 from ``scipy.io.wavfile.read``, say) is scaled into [-1, 1) float32 by its dtype
+    (:data:`PCM_SCALING`). Any other dtype (bool, int64, complex...) raises AudioLoadError (a
+    ValueError) naming ``name``. A plain list of samples is taken as float."""
+    if isinstance(waveform, np.ndarray):
+        dtype, is_float = waveform.dtype.name, waveform.dtype.kind == "f"
+    elif isinstance(waveform, torch.Tensor):
+        dtype, is_float = str(waveform.dtype).removeprefix("torch."), waveform.is_floating_point()
+    else:
+        return torch.as_tensor(waveform, dtype=torch.float32)
+    if is_float:
+        return torch.as_tensor(waveform)
+    if dtype not in PCM_SCALING:
+        raise AudioLoadError(
+            f"{name}: dtype {dtype} is not audio samples; expected float samples in [-1, 1] or "
+            f"integer PCM ({', '.join(PCM_SCALING)}), which is scaled by its dtype"
+        )
+    offset, scale = PCM_SCALING[dtype]
+    if isinstance(waveform, np.ndarray):
+        waveform = torch.from_numpy(waveform.astype(np.float64))  # any byte order, a copy
+    return ((waveform.double() - offset) / scale).float()  # exact in float64, then rounded once
+
+
 def to_mono(
     waveform: torch.Tensor | np.ndarray,
     sample_rate: int,
@@ -74,8 +112,9 @@ def to_mono(
     name: str = "waveform",
 ) -> torch.Tensor:
     """Check a ``(S,)`` or channels-first ``(C, S)`` waveform; return it ``(1, S')`` float32, mono,
-    resampled to ``target_rate``. ``name`` is used in error messages."""
-    w = torch.as_tensor(waveform, dtype=torch.float32)
+    resampled to ``target_rate``. Integer PCM is scaled into [-1, 1) by its dtype
+    (:func:`as_float_waveform`). ``name`` is used in error messages."""
+    w = as_float_waveform(waveform, name).to(torch.float32)
     if w.dim() == 1:
         w = w.unsqueeze(0)  # (1, S)
     if w.dim() != 2:
@@ -121,13 +160,15 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
 
 
 def fbank(
-    waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128
+    waveform: torch.Tensor | np.ndarray, sample_rate: int = 16000, num_mel_bins: int = 128
 ) -> torch.Tensor:
     """Kaldi log-mel filterbank of a ``(S,)`` or ``(1, S)`` waveform: ``(T, num_mel_bins)``.
 
-    The waveform's own mean is removed first. 10 ms hop, 25 ms Hanning window: 10.0 s at
-    16 kHz gives 998 frames.
+    Integer PCM is scaled into [-1, 1) by its dtype first (:func:`as_float_waveform`). The
+    waveform's own mean is removed first. 10 ms hop, 25 ms Hanning window: 10.0 s at 16 kHz
+    gives 998 frames.
     """
+    waveform = as_float_waveform(waveform, "waveform")
     if waveform.dim() == 1:
         waveform = waveform.unsqueeze(0)  # (1, S)
     if waveform.dim() != 2 or waveform.shape[0] != 1:
@@ -254,8 +295,10 @@ def mixup_waveforms(w1: torch.Tensor, w2: torch.Tensor, lam: float) -> torch.Ten
     """``lam * w1 + (1 - lam) * w2`` on ``(1, S)`` or ``(S,)`` waveforms, official style.
 
     Each clip loses its mean first; the second is then zero-padded or cut to the first's
-    length; the mix loses its mean again. The result has ``w1``'s shape.
+    length; the mix loses its mean again. The result has ``w1``'s shape. Integer PCM is scaled
+    into [-1, 1) by its dtype first (:func:`as_float_waveform`).
     """
+    w1, w2 = as_float_waveform(w1, "w1"), as_float_waveform(w2, "w2")
     w1 = w1 - w1.mean()
     w2 = w2 - w2.mean()
     n = w1.shape[-1]
@@ -320,16 +363,18 @@ class FrontEnd:
         self.config = config if config is not None else FrontEndConfig()
         self.stats = norm_stats(self.config.norm_stats)
 
-    def waveform(self, source: AudioSource, sample_rate: int | None = None) -> torch.Tensor:
-        """A path is loaded; a waveform needs its ``sample_rate``. Returns ``(1, S)`` mono at the
-        configured rate."""
+    def waveform(
+        self, source: AudioSource, sample_rate: int | None = None, name: str = "source"
+    ) -> torch.Tensor:
+        """A path is loaded; a waveform needs its ``sample_rate`` (integer PCM is scaled into
+        [-1, 1) by its dtype). Returns ``(1, S)`` mono at the configured rate."""
         if isinstance(source, (str, Path)):
             return load_audio(source, self.config.sample_rate)
         if sample_rate is None:
             raise ValueError(
                 "a waveform needs its sample_rate, e.g. frontend(w, sample_rate=16000)"
             )
-        return to_mono(source, sample_rate, self.config.sample_rate)
+        return to_mono(source, sample_rate, self.config.sample_rate, name=name)
 
     def raw_fbank(self, source: AudioSource, sample_rate: int | None = None) -> torch.Tensor:
         """The fbank before pad/cut, augmentation and normalisation: ``(T, F)`` (cacheable)."""
@@ -372,7 +417,9 @@ class FrontEnd:
         if lam is None:
             lam = sample_mixup_lambda(generator)
         w = mixup_waveforms(
-            self.waveform(source1, sample_rate), self.waveform(source2, sample_rate), lam
+            self.waveform(source1, sample_rate, "source1"),
+            self.waveform(source2, sample_rate, "source2"),
+            lam,
         )  # (1, S1)
         raw = fbank(w, self.config.sample_rate, self.config.num_mel_bins)  # (T, F)
         return self.finish(raw, training, generator), lam

@@ -47,7 +47,7 @@ from torch import Tensor
 from ssast_teach.audio import FrontEndConfig
 from ssast_teach.datasets import DataSplit, FbankDataset, pretraining_mix
 from ssast_teach.masking import cluster_mask, cluster_mask_reference, frame_mask
-from ssast_teach.model import SSASTModel
+from ssast_teach.model import SSASTModel, attention_for
 from ssast_teach.patches import encoder_flops, to_image
 from ssast_teach.pretrain import PretrainConfig, PretrainObjective
 from ssast_teach.training import autocast, cpu_supports_bf16
@@ -370,11 +370,10 @@ def bench_step(
         loss.backward()
         base_opt.step()
 
-    runner = torch.compile(objective) if compile_model else objective
     gen = torch.Generator().manual_seed(2)
     draw = cluster_mask if config.use_cluster else frame_mask
 
-    def fast_step(precision: str, opt: torch.optim.Optimizer) -> None:
+    def fast_step(precision: str, runner: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         a = draw(b, n, m, t_dim, gen, device=device)
         bb = draw(b, n, m, t_dim, gen, device=device)
         with autocast(precision, device):
@@ -384,9 +383,15 @@ def bench_step(
         opt.step()
 
     steps = {"baseline": baseline_step}
+    kernels = {}
     for precision in precisions:
-        opt = _fresh_optimizer(model, config)
-        steps[precision] = lambda p=precision, o=opt: fast_step(p, o)
+        # One model per precision, its attention kernel set once as the trainers set it.
+        copy_ = copy.deepcopy(model)
+        copy_.attention = kernels[precision] = attention_for(device, precision)
+        runner = PretrainObjective(copy_, config)
+        runner = torch.compile(runner) if compile_model else runner
+        opt = _fresh_optimizer(copy_, config)
+        steps[precision] = lambda p=precision, r=runner, o=opt: fast_step(p, r, o)
     times = timed_interleaved(steps, device, repeat, warmup=2 if compile_model else 1)
     memory = {}
     for name, step in steps.items():
@@ -398,12 +403,11 @@ def bench_step(
           "baseline": "per-clip loops: reference Python masks, dense (B,N,D) mask blend, heads "
           "and InfoNCE clip by clip, explicit attention (timm 0.4.5)",
           **_step_numbers(t_base, flops, formula, ceilings, b), **memory["baseline"]})
-    fused = all(blk.attn.fused_attn for blk in model.v.blocks)
     for precision in precisions:
         t = times[precision]
         emit({"bench": "step", "impl": "library" + ("+compile" if compile_model else ""),
               "precision": precision, "config": described,
-              "fused_attn_fp32": fused, "attention": _attention_used(model, precision, device),
+              "attention": _KERNELS[kernels[precision]],
               **_step_numbers(t, flops, formula, ceilings, b), **memory[precision],
               "speedup_vs_baseline_fp32": round(t_base["s_median"] / t["s_median"], 3),
               "speedup_vs_baseline_fp32_min": round(t_base["s_min"] / t["s_min"], 3),
@@ -423,11 +427,8 @@ def _loss_in(objective: PretrainObjective, x: Tensor, mask_a: Tensor, mask_b: Te
         return objective(x, mask_a, mask_b)["loss"].float()
 
 
-def _attention_used(model: SSASTModel, precision: str, device: torch.device) -> str:
-    probe = torch.zeros(1, device=device)
-    with autocast(precision, device), model._attention_kernel(probe):
-        fused = model.v.blocks[0].attn.fused_attn
-    return "fused (scaled_dot_product_attention)" if fused else "explicit (q k^T, softmax, @ v)"
+_KERNELS = {"fused": "fused (scaled_dot_product_attention)",
+            "explicit": "explicit (q k^T, softmax, @ v)"}
 
 
 def _step_numbers(t: dict, flops: int, formula: str, ceilings: dict, batch: int) -> dict:
@@ -471,12 +472,14 @@ def bench_finetune(emit: Emit, device: torch.device, precisions: Sequence[str], 
         torch.manual_seed(0)
         pre = SSASTModel.for_pretraining(s["size"], input_tdim=64 if quick else s["pretrain_tdim"])
         model = SSASTModel.for_finetuning(
-            pre.state_dict(), 10, fstride=s["fstride"], tstride=s["tstride"], input_tdim=tdim
+            pre.state_dict(), n_classes=10, fstride=s["fstride"], tstride=s["tstride"], input_tdim=tdim
         ).to(device).eval()
         spec, grid = model.config.spec, model.grid
         flops = batch * encoder_flops(grid, spec.embed_dim, spec.depth, spec.cls_token_num)
         x = torch.randn(batch, tdim, 128, device=device)
         for precision in precisions:
+            model.attention = attention_for(device, precision)  # as the trainers set it
+
             def forward(precision=precision, model=model, x=x) -> None:
                 with torch.no_grad(), autocast(precision, device):
                     model(x)

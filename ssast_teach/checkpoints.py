@@ -4,7 +4,8 @@
   ablation models of the paper's Table 2), with their published numbers, read from
   ``resources/published_results.csv``.
 * :func:`download` puts one into the cache (``$SSAST_TEACH_CACHE``, else
-  ``~/.cache/ssast-teach/checkpoints``).
+  ``~/.cache/ssast-teach/checkpoints``), records its size and sha256 next to it at the first
+  download and checks the cached file against that record at every later use.
 * :func:`load_state_dict` reads a file with ``torch.load(weights_only=True)``: a pickle that
   would run code is refused, never executed. It accepts official checkpoints (``module.``
   prefix or not, pretraining or fine-tuned), this library's own files and safetensors files.
@@ -23,11 +24,11 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import os
 import sys
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,13 +38,22 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ssast_teach.download import DownloadError, download_file
+from ssast_teach.download import (
+    DownloadError,
+    atomic_write,
+    download_file,
+    mismatch,
+    move_aside,
+    rank_zero_first,
+    sha256_of,
+)
 from ssast_teach.model import (
     MODEL_SIZES,
     SSASTConfig,
     SSASTModel,
     infer_size,
     load_strict,
+    official_strides,
     strip_module_prefix,
 )
 
@@ -67,11 +77,12 @@ __all__ = [
     "make_official_like",
     "model_config",
     "official_manifest",
-    "official_strides",
     "published_results",
     "save_checkpoint",
     "save_official",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ssast-teach"  # the "format" entry of this library's own checkpoints
 FORMAT_VERSION = 1
@@ -82,7 +93,8 @@ class CheckpointError(ValueError):
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No file at the path, and not a registry name either."""
+    """No file at the path, and not a registry name either; or a registry name whose cached file
+    is missing or fails its check (then moved aside)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +225,51 @@ def _info(name: str) -> CheckpointInfo:
     return REGISTRY[name]
 
 
+def _record_of(path: Path) -> Path:
+    """The sidecar ``<file>.json`` of a cached checkpoint: its url, size and sha256."""
+    return path.with_name(path.name + ".json")
+
+
+def _read_record(path: Path) -> dict | None:
+    record = _record_of(path)
+    if not record.exists():
+        return None
+    try:
+        entry = json.loads(record.read_text(encoding="utf-8"))
+        return {"size": int(entry["size"]), "sha256": str(entry["sha256"]).lower()}
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{record}: expected a JSON record {{'size', 'sha256'}} of {path.name} ({err}); "
+            f"move it away to record {path} again"
+        ) from None
+
+
+def _write_record(path: Path, url: str) -> None:
+    entry = {"url": url, "size": path.stat().st_size, "sha256": sha256_of(path)}
+    text = json.dumps(entry, indent=1)
+    atomic_write(_record_of(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _check_cached(path: Path, url: str, sha256: str | None) -> str | None:
+    """None when cached ``path`` is the file its record (or ``sha256``, when given) describes;
+    else what is wrong, after moving it aside. A file without a record (a first download, or a
+    file saved by hand) is recorded as it is."""
+    record = _read_record(path)
+    if record is None and sha256 is None:
+        _write_record(path, url)
+        log.info("%s: recorded its size and sha256 in %s", path, _record_of(path))
+        return None
+    expected = {"sha256": sha256} if sha256 is not None else record
+    problem = mismatch(path, **expected)
+    if problem is None:
+        if sha256 is not None and (record is None or record["sha256"] != sha256):
+            _write_record(path, url)  # it matches the pin: the record follows the pin
+        return None
+    aside = move_aside(path)
+    kind = "recorded" if sha256 is None else "pinned"
+    return f"{path} is not the {kind} file ({problem}); moved it to {aside}"
+
+
 def download(
     name: str,
     cache_dir: str | Path | None = None,
@@ -222,23 +279,46 @@ def download(
 ) -> Path:
     """The cached file of registry entry ``name``, downloaded first if absent.
 
-    Offline, :class:`DownloadError` says which URL to fetch by hand and where to save it.
+    The official files have no published checksum, so the first download records its size and
+    sha256 in ``<file>.json`` next to it, and every later call checks the cached file against
+    that record (or against ``sha256`` when given). A file that fails is moved aside
+    (``<file>.rejected-<time>``), never used, and downloaded again: the new download must match.
+    Offline, :class:`DownloadError` says which URL to fetch by hand and where to save it; a file
+    saved there by hand is recorded at its first use. Under ``torchrun`` process 0 downloads
+    while the others wait (:func:`~ssast_teach.download.rank_zero_first`).
     """
     info = _info(name)
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return download_file(info.url, folder / info.filename, sha256=sha256, progress=progress)
+    path = folder / info.filename
+    sha256 = sha256.lower() if sha256 is not None else None
+    with rank_zero_first(f"checkpoint {name}"):
+        if path.is_file():
+            problem = _check_cached(path, info.url, sha256)
+            if problem is None:
+                return path
+            log.warning("%s; downloading it again", problem)
+        record = _read_record(path)
+        expected = {"sha256": sha256} if sha256 is not None else record or {}
+        download_file(info.url, path, **expected, progress=progress)
+        if record is None or sha256 not in (None, record["sha256"]):
+            _write_record(path, info.url)
+        return path
 
 
 def _resolve(name_or_path: str | Path, *, fetch: bool) -> Path:
-    """A registry name -> its cached file (downloaded if ``fetch``); anything else -> a path."""
+    """A registry name -> its cached, verified file (downloaded if ``fetch``); anything else ->
+    a path."""
     if isinstance(name_or_path, str) and name_or_path in REGISTRY:
-        cached = default_cache_dir() / REGISTRY[name_or_path].filename
-        if cached.is_file():
-            return cached
         if fetch:
             return download(name_or_path)
+        info = REGISTRY[name_or_path]
+        cached = default_cache_dir() / info.filename
+        if not cached.is_file():
+            problem = f"not in the cache ({cached})"
+        elif (problem := _check_cached(cached, info.url, None)) is None:
+            return cached
         raise CheckpointNotFoundError(
-            f"{name_or_path} is not in the cache ({cached}); run "
+            f"{name_or_path}: {problem}; run "
             f"`python -m ssast_teach.checkpoints download {name_or_path}` first"
         )
     path = Path(name_or_path).expanduser()
@@ -430,24 +510,15 @@ def load_checkpoint(
     return _place(_from_config(loaded, path), device), dict(loaded.extra or {})
 
 
-def official_strides(fshape: int, tshape: int) -> tuple[int, int]:
-    """The official fine-tuning strides: 10x10 for 16x16 patches, 128x1 for 128x2 frames."""
-    if (fshape, tshape) == (16, 16):
-        return 10, 10
-    if fshape == 128:
-        return 128, 1
-    return fshape, tshape  # no official recipe: no overlap
-
-
 def load_for_finetuning(
     name_or_path: str | Path,
-    n_classes: int | None,
+    *,
+    n_classes: int | None = None,
     fstride: int | None = None,
     tstride: int | None = None,
+    input_fdim: int | None = None,
     input_tdim: int | None = None,
     pooling: str | None = None,
-    input_fdim: int | None = None,
-    *,
     new_head: bool = False,
     pos_embed_quirk: bool = True,
     map_location="cpu",
@@ -455,11 +526,9 @@ def load_for_finetuning(
 ) -> SSASTModel:
     """A fine-tuning model (encoder + ``mlp_head``) from a pretraining or fine-tuned checkpoint.
 
-    Pretraining checkpoint: the official adaptation (new stride, positional embedding cropped or
-    interpolated, see :meth:`SSASTModel.for_finetuning`), a new ``n_classes`` head. Strides
-    default to :func:`official_strides`, ``input_fdim`` to 128, ``input_tdim`` to the
-    pretraining input length. ``pos_embed_quirk=True`` reproduces the official crop/interpolation
-    of the positional embedding; ``False`` is the corrected form (see ``adapt_pos_embed``).
+    Pretraining checkpoint: read safely, then built by :meth:`SSASTModel.for_finetuning` with
+    the same keywords (official strides, ``input_fdim`` 128 and the pretraining input length by
+    default; ``pos_embed_quirk`` as there), a new ``n_classes`` head.
 
     Fine-tuned checkpoint (official ``v.*`` + ``mlp_head.*``, or the library's): loaded as is, so
     the strides and ``input_tdim`` must give its patch grid (the library format stores them;
@@ -469,22 +538,17 @@ def load_for_finetuning(
     """
     path = _resolve(name_or_path, fetch=True)
     loaded = _read(path, map_location)
-    sd = loaded.state_dict
-    _, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape
     if n_classes is None and (new_head or loaded.kind == "pretraining"):
         raise ValueError("n_classes is required for a new head")
     if loaded.kind == "pretraining":
-        fs, ts = official_strides(fshape, tshape)
         try:
             model = SSASTModel.for_finetuning(
-                sd,
-                n_classes,
-                fshape=fshape,
-                tshape=tshape,
-                fstride=fs if fstride is None else fstride,
-                tstride=ts if tstride is None else tstride,
+                loaded.state_dict,
+                n_classes=n_classes,
+                fstride=fstride,
+                tstride=tstride,
                 input_fdim=128 if input_fdim is None else input_fdim,
-                input_tdim=int(sd["p_input_tdim"]) if input_tdim is None else input_tdim,
+                input_tdim=input_tdim,
                 pooling=pooling or "avgtok",
                 size=None if loaded.config is None else loaded.config["size"],
                 pos_embed_quirk=pos_embed_quirk,
@@ -558,19 +622,6 @@ def _size_of(sd: Mapping[str, Tensor], path: Path) -> str:
 # Writing: library format, official format, safetensors (all atomic)
 
 
-def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temp file next to ``path``, then rename it onto ``path``."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _cpu_state_dict(model: torch.nn.Module) -> OrderedDict[str, Tensor]:
     return OrderedDict((k, v.detach().cpu().contiguous()) for k, v in model.state_dict().items())
 
@@ -597,13 +648,13 @@ def save_checkpoint(model: SSASTModel, path: str | Path, extra: dict | None = No
         "model": _cpu_state_dict(model),
         "extra": extra or {},
     }
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_official(model: SSASTModel, path: str | Path) -> Path:
     """A file the official code loads: DataParallel keys (``module.`` before each), tensors only."""
     sd = OrderedDict(("module." + k, v) for k, v in _cpu_state_dict(model).items())
-    return _atomic_write(path, lambda tmp: torch.save(sd, tmp))
+    return atomic_write(path, lambda tmp: torch.save(sd, tmp))
 
 
 def export_safetensors(model_or_path: SSASTModel | str | Path, path: str | Path) -> Path:
@@ -615,7 +666,7 @@ def export_safetensors(model_or_path: SSASTModel | str | Path, path: str | Path)
         sd = {k: v.contiguous() for k, v in loaded.state_dict.items()}
         config = loaded.config
     meta = {"format": FORMAT} | ({"config": json.dumps(config)} if config else {})
-    return _atomic_write(path, lambda tmp: save_file(sd, str(tmp), metadata=meta))
+    return atomic_write(path, lambda tmp: save_file(sd, str(tmp), metadata=meta))
 
 
 # ---------------------------------------------------------------------------------------------

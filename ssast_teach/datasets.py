@@ -12,7 +12,7 @@ as the paper mixes AudioSet and LibriSpeech. Datasets without mids get stable ma
 ``/{dataset}/{class}``, e.g. ``/esc10/dog_bark``. :class:`FbankDataset` turns a split into model
 inputs with :class:`~ssast_teach.audio.FrontEnd`, optionally caching the raw fbanks.
 
-Full datasets are downloaded and prepared by :func:`prepare_esc50`,
+Full datasets are downloaded, verified file by file and prepared by :func:`prepare_esc50`,
 :func:`prepare_speechcommands_v2` and :func:`prepare_fsdd`; :func:`make_synthetic_dataset`
 writes a seeded toy dataset in seconds without the network.
 """
@@ -20,17 +20,22 @@ writes a seeded toy dataset in seconds without the network.
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
+import logging
 import os
 import random
 import re
 import shutil
+import stat
 import tarfile
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +43,22 @@ import soundfile as sf
 import torch
 
 from ssast_teach.audio import FrontEnd, FrontEndConfig
-from ssast_teach.download import DownloadError, download_file
+from ssast_teach.download import (
+    IntegrityError,
+    atomic_write,
+    download_file,
+    git_blob_sha1,
+    mismatch,
+    move_aside,
+    rank_zero_first,
+)
 
 __all__ = [
     "DataSplit",
     "FbankDataset",
     "PRETRAIN_MID",
     "SYNTHETIC_KINDS",
+    "UnsafeArchiveError",
     "data_dir",
     "default_cache_dir",
     "esc10",
@@ -59,6 +73,8 @@ __all__ = [
     "synthetic_clip",
     "synthetic_params",
 ]
+
+log = logging.getLogger(__name__)
 
 DATA_ENV = "SSAST_TEACH_DATA"
 LabelRow = tuple[int, str, str]  # (index, mid, display_name), one row of the label CSV
@@ -80,19 +96,6 @@ def data_dir() -> Path:
 def default_cache_dir() -> Path:
     """Where :class:`FbankDataset` keeps fbanks on disk by default: ``data/cache/fbank``."""
     return data_dir() / "cache" / "fbank"
-
-
-def _write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """``write`` a temp file next to ``path`` and rename it over ``path``: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -129,7 +132,7 @@ class DataSplit:
         def write(tmp: Path) -> None:
             tmp.write_text(json.dumps({"data": self.items}, indent=1), encoding="utf-8")
 
-        return _write_atomic(path, write)
+        return atomic_write(path, write)
 
     def write_label_csv(self, path: str | Path) -> Path:
         """Write the official ``index,mid,display_name`` CSV (atomically), names quoted as there."""
@@ -141,7 +144,7 @@ class DataSplit:
                     quoted = name.replace('"', '""')
                     f.write(f'{index},{mid},"{quoted}"\n')
 
-        return _write_atomic(path, write)
+        return atomic_write(path, write)
 
 
 def read_label_csv(path: str | Path) -> list[LabelRow]:
@@ -390,7 +393,7 @@ class FbankDataset(torch.utils.data.Dataset):
         else:
             raw = self.frontend.raw_fbank(path)  # (T, F)
             if stored is not None:
-                _write_atomic(stored, lambda tmp: _save_npy(tmp, raw.numpy()))
+                atomic_write(stored, lambda tmp: _save_npy(tmp, raw.numpy()))
         self._memory[key] = raw
         return raw
 
@@ -480,7 +483,7 @@ def synthetic_clip(
 
 
 def _write_wav(path: Path, waveform: np.ndarray, sample_rate: int) -> Path:
-    return _write_atomic(
+    return atomic_write(
         path, lambda tmp: sf.write(tmp, waveform, sample_rate, format="WAV", subtype="PCM_16")
     )
 
@@ -511,61 +514,240 @@ def make_synthetic_dataset(
 
 
 # ---------------------------------------------------------------------------------------------
-# Full datasets: download and prepare
+# Full datasets: download, verify and prepare
+#
+# A recipe uses fixed content and checks it before every use. ESC-50 and FSDD: the archive of one
+# commit of their GitHub repositories, each file the recipe reads checked against its git blob id
+# at that commit (resources/{esc50,fsdd}_manifest.json). Speech Commands: the archive's published
+# size and sha256, then, after unpacking, each file against the blob ids taken from that verified
+# archive (kept in the folder as _FILES_RECORD). A file that fails is moved aside, never used.
 
-ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
-SPEECHCOMMANDS_V2_URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
-FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
+# Size and sha256 as tensorflow/datasets pins them for the same file over http
+# (tensorflow_datasets/url_checksums/speech_commands.txt); this is the same bucket over https.
+SPEECHCOMMANDS_V2_URL = (
+    "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+)
+SPEECHCOMMANDS_V2_SIZE = 2_428_923_189
+SPEECHCOMMANDS_V2_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"
+_FILES_RECORD = ".ssast-teach-files.json"
 
 
-def _extract(archive: Path, dest: Path, top: str | None) -> None:
-    """Unpack ``archive`` so that ``dest`` appears complete or not at all. ``top`` is the
-    archive's own top folder (``None`` when its files sit at the top level)."""
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.extracting")
+class UnsafeArchiveError(IntegrityError):
+    """An archive member would land outside the folder it is unpacked into (an absolute path, a
+    ``..`` component) or is a link or a device: the archive is refused, nothing is unpacked."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a recipe's files come from and how they are checked."""
+
+    name: str  # for messages
+    url: str
+    archive: str  # the archive's file name in the recipe's root
+    folder: str  # the folder it is unpacked to in the root
+    top: str | None  # the archive's own top folder (None: its files sit at the top level)
+    files: dict[str, str] | None  # path -> git blob id; None: taken from the verified archive
+    sha256: str | None = None
+    size: int | None = None
+
+
+def _pinned(manifest: str) -> dict:
+    """``resources/<manifest>``: ``{"repository", "commit", "files": {path: git blob id}}``."""
+    resource = resources.files("ssast_teach").joinpath(f"resources/{manifest}")
+    if not resource.is_file():
+        raise FileNotFoundError(
+            f"ssast_teach/resources/{manifest} is missing: this dataset has no pinned commit and "
+            "file hashes yet, and the recipe uses no file it cannot verify. data/SOURCES.md says "
+            "how to write the manifest."
+        )
+    return json.loads(resource.read_text(encoding="utf-8"))
+
+
+def _github_source(name: str, manifest: str) -> _Source:
+    """The archive GitHub makes of the pinned commit; it unpacks to ``<repo>-<commit>/``."""
+    pinned = _pinned(manifest)
+    repository, commit = pinned["repository"].rstrip("/"), pinned["commit"]
+    top = f"{repository.rsplit('/', 1)[1]}-{commit}"
+    return _Source(
+        name=name,
+        url=f"{repository}/archive/{commit}.zip",
+        archive=f"{top}.zip",
+        folder=top,
+        top=top,
+        files=pinned["files"],
+    )
+
+
+def _unsafe(name: str) -> str | None:
+    """Why archive member ``name`` would not land inside the target folder, or None."""
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "has an absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "has a '..' component"
+    return None
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member is not a plain file or folder, or None."""
+    if member.isreg() or member.isdir():
+        return None
+    if member.issym():
+        return f"is a symlink to {member.linkname!r}"
+    if member.islnk():
+        return f"is a hard link to {member.linkname!r}"
+    return "is a device, a fifo or another special file"
+
+
+def _zip_kind(info: zipfile.ZipInfo) -> str | None:
+    """Why a zip member is not a plain file or folder, or None. The file type sits in the Unix
+    mode bits; archives made elsewhere leave them 0."""
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if kind in (0, stat.S_IFREG, stat.S_IFDIR):
+        return None
+    return "is a symlink" if kind == stat.S_IFLNK else "is a device, a fifo or a special file"
+
+
+# Python's own tar filter where it exists (3.12, and the 3.10.12 / 3.11.4 updates): a second
+# line of defence that also drops set-uid bits. _extract's own member check does not rely on it.
+_TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
+def _extract(archive: Path, into: Path) -> None:
+    """Unpack ``archive`` (zip, or tar of any compression) into the new folder ``into``.
+
+    Every member is checked before it is written: a path that would land outside ``into``, a
+    link or a device raises :class:`UnsafeArchiveError` naming the archive and the member. The
+    caller unpacks into a temporary folder and removes it on error, so nothing partial stays.
+    """
+    into.mkdir(parents=True)
     try:
         if archive.name.endswith(".zip"):
             with zipfile.ZipFile(archive) as z:
-                z.extractall(tmp)
+                members = z.infolist()
+                for info in members:
+                    _refuse_if(archive, info.filename, _unsafe(info.filename) or _zip_kind(info))
+                z.extractall(into, members)
         else:
             with tarfile.open(archive) as t:
-                if hasattr(tarfile, "data_filter"):
-                    t.extractall(tmp, filter="data")
-                else:
-                    t.extractall(tmp)
-        source = tmp / top if top else tmp
-        if not source.is_dir():
-            raise ValueError(f"{archive}: expected a top folder {top!r} inside the archive")
-        os.replace(source, dest)
-    except (zipfile.BadZipFile, tarfile.TarError) as err:
-        raise ValueError(
-            f"{archive}: not a valid archive ({err}); delete it and run again"
-        ) from None
+                for member in t:  # one pass: a .tar.gz is decompressed once
+                    _refuse_if(archive, member.name, _unsafe(member.name) or _tar_kind(member))
+                    t.extract(member, into, **_TAR_FILTER)
+    except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, zlib.error, EOFError) as err:
+        raise IntegrityError(f"{archive}: not a valid archive ({err})") from None
+
+
+def _refuse_if(archive: Path, member: str, reason: str | None) -> None:
+    if reason is not None:
+        raise UnsafeArchiveError(
+            f"{archive}: member {member!r} {reason}, but every member must be a plain file or "
+            "folder inside the folder it is unpacked into; refusing to unpack this archive"
+        )
+
+
+def _differences(base: Path, files: Mapping[str, str]) -> list[str]:
+    """One line per pinned file that is missing under ``base`` or has another blob id."""
+    found = []
+    for path, blob in files.items():
+        file = base / path
+        if not file.is_file():
+            found.append(f"{path}: expected blob {blob}, found no file")
+        elif (got := git_blob_sha1(file)) != blob:
+            found.append(f"{path}: expected blob {blob}, found {got}")
+    return found
+
+
+def _summary(differences: list[str], total: int) -> str:
+    shown = "; ".join(differences[:3]) + ("; ..." if len(differences) > 3 else "")
+    return f"{len(differences)} of {total} files differ ({shown})"
+
+
+def _unpack(archive: Path, dest: Path, source: _Source) -> dict[str, str]:
+    """Check ``archive``, unpack it, check its files, then move them to ``dest`` in one rename.
+    Returns the verified files ``{path: blob id}``; raises :class:`IntegrityError` (archive left
+    where it is) when the archive or what it holds is not the pinned content."""
+    problem = mismatch(archive, size=source.size, sha256=source.sha256)
+    if problem is not None:
+        raise IntegrityError(f"{archive} is not the {source.name} archive ({problem})")
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.extracting")
+    try:
+        _extract(archive, tmp)
+        base = tmp / source.top if source.top else tmp
+        if not base.is_dir():
+            raise IntegrityError(f"{archive}: expected a top folder {source.top!r} inside it")
+        files = source.files
+        if files is None:  # the archive was verified as a whole: record what it holds
+            files = {
+                p.relative_to(base).as_posix(): git_blob_sha1(p)
+                for p in sorted(base.rglob("*"))
+                if p.is_file()
+            }
+            record = json.dumps({"archive": source.url, "files": files}, indent=0)
+            atomic_write(base / _FILES_RECORD, lambda t: t.write_text(record, encoding="utf-8"))
+        elif differences := _differences(base, files):
+            raise IntegrityError(
+                f"{archive} does not hold the pinned {source.name} files: "
+                f"{_summary(differences, len(files))}"
+            )
+        os.replace(base, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return files
 
 
-def _ensure_dataset(
-    root: Path, folder: str, archive: str, url: str, top: str | None, marker: str
-) -> Path:
-    """``root/folder`` holding ``marker``: used if present, else unpacked from ``root/archive``,
-    else downloaded from ``url`` first."""
-    dest = root / folder
-    if (dest / marker).exists():
-        return dest
+def _recorded_files(dest: Path) -> dict[str, str] | None:
+    try:
+        files = json.loads((dest / _FILES_RECORD).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
+def _ensure_dataset(root: Path, source: _Source) -> tuple[Path, dict[str, str]]:
+    """``root/source.folder`` with every file verified, and those files ``{path: blob id}``.
+
+    A folder that fails verification is moved aside and unpacked again from the archive; an
+    archive that fails is moved aside and downloaded again; a download that fails is moved aside
+    and reported. Nothing is deleted.
+    """
+    dest = root / source.folder
     if dest.exists():
-        raise FileNotFoundError(f"{dest} exists but has no {marker}; remove it and run again")
-    archive_path = root / archive
-    if not archive_path.is_file():
+        files = source.files if source.files is not None else _recorded_files(dest)
+        if files is None:
+            problem = f"{dest / _FILES_RECORD}, the list of its verified files, is missing"
+        elif differences := _differences(dest, files):
+            problem = _summary(differences, len(files))
+        else:
+            return dest, files
+        aside = move_aside(dest)
+        log.warning("%s fails verification: %s. Moved it to %s", dest, problem, aside)
+    archive = root / source.archive
+    if archive.exists():
         try:
-            download_file(url, archive_path)
-        except DownloadError as err:
-            raise DownloadError(
-                f"{err}\nOr unpack the archive yourself so that {dest / marker} exists."
-            ) from None
-    _extract(archive_path, dest, top)
-    if not (dest / marker).exists():
-        raise FileNotFoundError(f"{archive_path} unpacked to {dest} but {marker} is missing")
-    return dest
+            return dest, _unpack(archive, dest, source)
+        except IntegrityError as err:
+            aside = move_aside(archive)
+            log.warning("%s. Moved it to %s; downloading it again", err, aside)
+    download_file(source.url, archive, sha256=source.sha256, size=source.size)
+    try:
+        return dest, _unpack(archive, dest, source)
+    except IntegrityError as err:
+        aside = move_aside(archive)
+        raise type(err)(f"{err}. The download was moved to {aside}") from None
+
+
+def _verified_only(split: DataSplit, base: Path, files: Mapping[str, str]) -> DataSplit:
+    """``split`` without the clips that are not verified files (e.g. put in the folder later)."""
+    items = []
+    for item in split.items:
+        try:
+            verified = Path(item["wav"]).relative_to(base).as_posix() in files
+        except ValueError:  # resolved outside base: a link
+            verified = False
+        if verified:
+            items.append(item)
+        else:
+            log.warning("%s is not one of the verified files of %s: left out", item["wav"], base)
+    return DataSplit(split.name, items, split.labels)
 
 
 def _write_splits(root: Path, splits: list[DataSplit], label_csv: str) -> dict[str, DataSplit]:
@@ -576,77 +758,78 @@ def _write_splits(root: Path, splits: list[DataSplit], label_csv: str) -> dict[s
 
 
 def prepare_esc50(root: str | Path) -> dict[str, DataSplit]:
-    """Download ESC-50 into ``root`` (unless already there) and write, as the official
-    ``prep_esc50.py``, ``datafiles/esc_{train,eval}_data_{fold}.json`` for the 5 folds and
-    ``esc_class_labels_indices.csv`` (index = ESC-50 target, official mids ``/m/07rwjNN``).
+    """Download ESC-50 into ``root`` (unless already there), verify it, and write, as the
+    official ``prep_esc50.py``, ``datafiles/esc_{train,eval}_data_{fold}.json`` for the 5 folds
+    and ``esc_class_labels_indices.csv`` (index = ESC-50 target, official mids ``/m/07rwjNN``).
 
     The clips stay at 44.1 kHz; the front end resamples them to 16 kHz when loading (the
-    official recipe converts them with sox beforehand)."""
+    official recipe converts them with sox beforehand). Under ``torchrun`` process 0 downloads
+    and the others wait (:func:`~ssast_teach.download.rank_zero_first`)."""
     root = Path(root).resolve()
-    base = _ensure_dataset(
-        root, "ESC-50-master", "ESC-50-master.zip", ESC50_URL, "ESC-50-master", "meta/esc50.csv"
-    )
-    with open(base / "meta" / "esc50.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    names = {int(r["target"]): r["category"] for r in rows}
-    labels = [(t, f"/m/07rwj{t:02d}", names[t]) for t in sorted(names)]
-    splits = []
-    for fold in ESC10_FOLDS:
-        train, evaluation = [], []
-        for r in rows:
-            item = {
-                "wav": str(base / "audio" / r["filename"]),
-                "labels": f"/m/07rwj{int(r['target']):02d}",
-            }
-            (evaluation if int(r["fold"]) == fold else train).append(item)
-        splits += [
-            DataSplit(f"esc_train_data_{fold}", train, labels),
-            DataSplit(f"esc_eval_data_{fold}", evaluation, labels),
-        ]
-    return _write_splits(root, splits, "esc_class_labels_indices.csv")
+    with rank_zero_first(f"ESC-50 in {root}"):
+        base, files = _ensure_dataset(root, _github_source("ESC-50", "esc50_manifest.json"))
+        with open(base / "meta" / "esc50.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        names = {int(r["target"]): r["category"] for r in rows}
+        labels = [(t, f"/m/07rwj{t:02d}", names[t]) for t in sorted(names)]
+        splits = []
+        for fold in ESC10_FOLDS:
+            train, evaluation = [], []
+            for r in rows:
+                item = {
+                    "wav": str(base / "audio" / r["filename"]),
+                    "labels": f"/m/07rwj{int(r['target']):02d}",
+                }
+                (evaluation if int(r["fold"]) == fold else train).append(item)
+            splits += [
+                DataSplit(f"esc_train_data_{fold}", train, labels),
+                DataSplit(f"esc_eval_data_{fold}", evaluation, labels),
+            ]
+        splits = [_verified_only(s, base, files) for s in splits]
+        return _write_splits(root, splits, "esc_class_labels_indices.csv")
 
 
 def prepare_speechcommands_v2(root: str | Path) -> dict[str, DataSplit]:
-    """Download Speech Commands V2 into ``root/speech_commands_v0.02`` (unless already there)
-    and write ``datafiles/speechcommand_{train,valid,eval}_data.json`` from the official
-    validation/testing lists (train = the rest) and ``speechcommands_class_labels_indices.csv``
-    (the 35 words, sorted, mids ``/speechcommands/{word}``)."""
+    """Download Speech Commands V2 into ``root/speech_commands_v0.02`` (unless already there),
+    verify it, and write ``datafiles/speechcommand_{train,valid,eval}_data.json`` from the
+    official validation/testing lists (train = the rest) and
+    ``speechcommands_class_labels_indices.csv`` (the 35 words, sorted, mids
+    ``/speechcommands/{word}``). Under ``torchrun`` process 0 downloads and the others wait."""
     root = Path(root).resolve()
-    base = _ensure_dataset(
-        root,
-        "speech_commands_v0.02",
-        "speech_commands_v0.02.tar.gz",
-        SPEECHCOMMANDS_V2_URL,
-        None,
-        "testing_list.txt",
+    source = _Source(
+        name="Speech Commands v0.02",
+        url=SPEECHCOMMANDS_V2_URL,
+        archive="speech_commands_v0.02.tar.gz",
+        folder="speech_commands_v0.02",
+        top=None,
+        files=None,
+        sha256=SPEECHCOMMANDS_V2_SHA256,
+        size=SPEECHCOMMANDS_V2_SIZE,
     )
     names = {
         "train": "speechcommand_train_data",
         "validation": "speechcommand_valid_data",
         "test": "speechcommand_eval_data",
     }
-    splits = []
-    for split, name in names.items():
-        s = _speech_commands_split(base, split, "speechcommands")
-        splits.append(DataSplit(name, s.items, s.labels))
-    return _write_splits(root, splits, "speechcommands_class_labels_indices.csv")
+    with rank_zero_first(f"Speech Commands v0.02 in {root}"):
+        base, files = _ensure_dataset(root, source)
+        splits = []
+        for split, name in names.items():
+            s = _verified_only(_speech_commands_split(base, split, "speechcommands"), base, files)
+            splits.append(DataSplit(name, s.items, s.labels))
+        return _write_splits(root, splits, "speechcommands_class_labels_indices.csv")
 
 
 def prepare_fsdd(root: str | Path) -> dict[str, DataSplit]:
     """Download the full Free Spoken Digit Dataset (6 speakers, 3000 recordings) into ``root``
-    (unless already there) and write ``datafiles/fsdd_{train,test}_data.json`` (takes 0-4 test)
-    and ``fsdd_class_labels_indices.csv``."""
+    (unless already there), verify it, and write ``datafiles/fsdd_{train,test}_data.json``
+    (takes 0-4 test) and ``fsdd_class_labels_indices.csv``. Under ``torchrun`` process 0
+    downloads and the others wait."""
     root = Path(root).resolve()
-    base = _ensure_dataset(
-        root,
-        "free-spoken-digit-dataset-master",
-        "free-spoken-digit-dataset-master.zip",
-        FSDD_URL,
-        "free-spoken-digit-dataset-master",
-        "recordings",
-    )
-    splits = []
-    for split in ("train", "test"):
-        s = _fsdd_split(base / "recordings", split, "fsdd")
-        splits.append(DataSplit(f"fsdd_{split}_data", s.items, s.labels))
-    return _write_splits(root, splits, "fsdd_class_labels_indices.csv")
+    with rank_zero_first(f"FSDD in {root}"):
+        base, files = _ensure_dataset(root, _github_source("FSDD", "fsdd_manifest.json"))
+        splits = []
+        for split in ("train", "test"):
+            s = _verified_only(_fsdd_split(base / "recordings", split, "fsdd"), base, files)
+            splits.append(DataSplit(f"fsdd_{split}_data", s.items, s.labels))
+        return _write_splits(root, splits, "fsdd_class_labels_indices.csv")

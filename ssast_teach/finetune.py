@@ -25,7 +25,7 @@ import argparse
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,20 +47,21 @@ from ssast_teach.datasets import (
     prepare_speechcommands_v2,
     speech_commands_mini,
 )
-from ssast_teach.model import MODEL_SIZES, SSASTModel
+from ssast_teach.model import MODEL_SIZES, SSASTModel, attention_for
 from ssast_teach.training import (
     MetricsHistory,
     TrainRun,
     TrainState,
+    add_run_arguments,
     autocast,
+    cli_errors,
+    config_dict,
+    config_overrides,
     fit,
-    init_distributed,
     log,
-    official_warmup_lr,
-    resolve_precision,
-    seed_all,
-    select_device,
     shutdown_distributed,
+    start_run,
+    warmup_lr,
     wrap_ddp,
     write_json,
 )
@@ -71,7 +72,6 @@ __all__ = [
     "SCALES",
     "accuracy",
     "average_precision",
-    "build_model",
     "confusion_matrix",
     "finetune",
     "finetune_folds",
@@ -111,6 +111,7 @@ class FinetuneConfig:
     warmup: bool = False  # --warmup False (ESC-50); True for Speech Commands
     warmup_steps: int = 1000  # lr = step / 1000 * lr set every 50 steps (official)
     warmup_every: int = 50
+    warmup_quirk: bool = True  # official: lr set every 50 steps (training.warmup_lr)
     lrscheduler_start: int = 6  # MultiStepLR milestones range(start, 1000, step) ...
     lrscheduler_step: int = 1
     lrscheduler_decay: float = 0.85  # ... gamma
@@ -118,12 +119,13 @@ class FinetuneConfig:
     batch_size: int = 48  # -b 48
     loss: str = "CE"  # --loss CE (ESC-50) / BCE (SC, AudioSet)
     metrics: str = "acc"  # --metrics acc / mAP (AudioSet): picks the best epoch
-    # Official quirk: CE gets argmax(label), so a mixed label counts as its larger part;
-    # True feeds the mixed label distribution to CE.
-    ce_soft_targets: bool = False
+    # Official quirk: CE gets argmax(labels.long()): the cast truncates a mixed label's parts
+    # to 0, so a mix of two classes trains toward class 0 (no official recipe mixes under CE);
+    # False feeds the mixed label distribution to CE.
+    ce_target_quirk: bool = True
     # Official quirk: the validation loss is computed on sigmoid(logits) (a reported number
-    # only; training is unaffected); True computes it on the logits.
-    valid_loss_from_logits: bool = False
+    # only; training is unaffected); False computes it on the logits.
+    valid_loss_quirk: bool = True
     wa: bool = False  # --wa: weight-average the models of epochs wa_start..wa_end (AudioSet)
     wa_start: int = 16
     wa_end: int = 30
@@ -309,34 +311,29 @@ def _datasets(config: FinetuneConfig, out_dir: Path):
 # ---------------------------------------------------------------- model and optimiser
 
 
-def build_model(
+def _model(
     config: FinetuneConfig, n_classes: int, pretrained: str | Path | Mapping | None
 ) -> SSASTModel:
-    """The classifier: from a pretraining checkpoint (path or state dict), or from scratch.
-
-    From scratch is the same architecture with random weights: a random pretraining model of
-    ``config.size`` at the fine-tuning input size goes through the same adaptation.
-    """
+    """The classifier, built by :meth:`SSASTModel.for_finetuning` from a pretraining checkpoint
+    (path, registry name or state dict), or from scratch: the same architecture from a random
+    pretraining model of ``config.size`` at the fine-tuning input size."""
     c = config
     if pretrained is None:
-        sd = SSASTModel.for_pretraining(c.size, c.fshape, c.tshape, c.input_fdim,
-                                        c.input_tdim).state_dict()
+        source = SSASTModel.for_pretraining(c.size, c.fshape, c.tshape, c.input_fdim,
+                                            c.input_tdim)
+    elif isinstance(pretrained, (str, Path)):  # a file, or a registry name (downloaded)
+        source = load_pretrained(pretrained)
     else:
-        if isinstance(pretrained, (str, Path)):  # a file, or a registry name (downloaded)
-            sd = load_pretrained(pretrained).state_dict()
-        else:
-            sd = {k.removeprefix("module."): v for k, v in pretrained.items()}
-        if "v.patch_embed.proj.weight" not in sd:
-            raise ValueError("pretrained has no v.patch_embed.proj.weight: not an SSAST model")
-        p_shape = tuple(sd["v.patch_embed.proj.weight"].shape[2:])
-        if p_shape != (c.fshape, c.tshape):
-            raise ValueError(
-                f"fine-tuning patch shape fshape={c.fshape}, tshape={c.tshape} differs from the "
-                f"checkpoint's {p_shape[0]}x{p_shape[1]}: the patch embedding weights only fit "
-                f"their own shape (pass --fshape {p_shape[0]} --tshape {p_shape[1]})"
-            )
+        source = SSASTModel.from_pretrained_state_dict(pretrained)
+    p_shape = (source.config.fshape, source.config.tshape)
+    if p_shape != (c.fshape, c.tshape):
+        raise ValueError(
+            f"fine-tuning patch shape fshape={c.fshape}, tshape={c.tshape} differs from the "
+            f"checkpoint's {p_shape[0]}x{p_shape[1]}: the patch embedding weights only fit "
+            f"their own shape (pass --fshape {p_shape[0]} --tshape {p_shape[1]})"
+        )
     return SSASTModel.for_finetuning(
-        sd, n_classes, fshape=c.fshape, tshape=c.tshape, fstride=c.fstride, tstride=c.tstride,
+        source, n_classes=n_classes, fstride=c.fstride, tstride=c.tstride,
         input_fdim=c.input_fdim, input_tdim=c.input_tdim, pooling=c.pooling,
         pos_embed_quirk=c.pos_embed_quirk,
     )
@@ -376,16 +373,25 @@ def predict(model: nn.Module, dataset: FbankDataset, batch_size: int, device: to
     return torch.cat(outs), torch.cat(targets)
 
 
-def scores_of(logits: Tensor, targets: Tensor, config: FinetuneConfig) -> dict[str, float]:
-    """Accuracy, mAP and the validation loss of one evaluation."""
+def scores_of(logits: Tensor, targets: Tensor, config: FinetuneConfig,
+              eval_batch: int | None = None) -> dict[str, float]:
+    """Accuracy, mAP and the validation loss of one evaluation.
+
+    The loss is official: the mean of the per-batch losses (``np.mean(A_loss)``) over batches of
+    ``eval_batch`` clips (default ``2 * batch_size``, the official val loader's), not the mean
+    over clips; they differ when the last batch is smaller.
+    """
     # official validate(): the loss function is applied to sigmoid(logits)
-    out = logits if config.valid_loss_from_logits else torch.sigmoid(logits)
-    if config.loss == "CE":
-        loss = nn.functional.cross_entropy(out, targets.argmax(1))
-    else:
-        loss = nn.functional.binary_cross_entropy_with_logits(out, targets)
+    out = torch.sigmoid(logits) if config.valid_loss_quirk else logits
+    batch = eval_batch or 2 * config.batch_size
+    losses = []
+    for o, t in zip(out.split(batch), targets.split(batch), strict=True):
+        if config.loss == "CE":
+            losses.append(float(nn.functional.cross_entropy(o, t.argmax(1))))
+        else:
+            losses.append(float(nn.functional.binary_cross_entropy_with_logits(o, t)))
     return {"acc": accuracy(logits, targets), "mAP": mean_average_precision(logits, targets),
-            "loss": float(loss)}
+            "loss": float(np.mean(losses))}
 
 
 # ---------------------------------------------------------------- the run
@@ -401,23 +407,20 @@ def finetune(
 ) -> tuple[SSASTModel, MetricsHistory, dict]:
     """Fine-tune (or linear-probe, or train from scratch when ``pretrained`` is None).
 
-    Returns ``(model, history, results)``: the model at the end of training (the weight
-    average when ``config.wa``), the history rows (``kind`` "step" and "epoch"), and results:
+    Returns ``(model, history, results)``: the reported model (official: the best validation
+    epoch's where a validation split exists, else the weight average when ``config.wa``, else
+    the final epoch's), the history rows (``kind`` "step" and "epoch"), and results:
     ``test`` (acc, mAP, loss of the reported model on the test split), ``selection`` (how that
     model was chosen), ``best_epoch_on_test`` (official ESC-50 convention), ``epochs`` (one row
     per epoch), ``confusion_matrix`` (rows true class), ``class_names``. Also written to
     ``out_dir``: ``results.json``, ``finetuned.pth``, ``train_state.pt``.
     """
     out_dir = Path(out_dir)
-    device = select_device(config.device)
-    env = init_distributed(device)
-    if env.distributed and device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
-    precision = resolve_precision(config.precision, device)
-    seed_all(config.seed)
+    device, env, precision = start_run(config.device, config.precision, config.seed)
     train_ds, val_ds, test_ds = _datasets(config, out_dir)
     n_classes = train_ds.n_classes
-    model = build_model(config, n_classes, pretrained).to(device)
+    model = _model(config, n_classes, pretrained).to(device)
+    model.attention = attention_for(device, precision)
     groups = param_groups(model, config)
     base_lrs = [g["lr"] for g in groups]
     optimizer = torch.optim.Adam(groups, betas=config.betas, weight_decay=config.weight_decay)
@@ -429,7 +432,7 @@ def finetune(
     run = TrainRun(
         model=model, optimizer=optimizer, scheduler=scheduler, dataset=train_ds,
         batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-        config=_jsonable(config), out_dir=out_dir, checkpoint_every=config.checkpoint_every,
+        config=config_dict(config), out_dir=out_dir, checkpoint_every=config.checkpoint_every,
         env=env, progress=config.progress,
     )
     if resume is not None:
@@ -444,12 +447,13 @@ def finetune(
         f"precision {precision}")
     eval_batch = config.batch_size * 2  # official val loader: batch_size * 2
     key = "mAP" if config.metrics == "mAP" else "acc"
-    soft_ce = config.loss == "CE" and config.ce_soft_targets
+    soft_ce = config.loss == "CE" and not config.ce_target_quirk
 
     def before_step(state: TrainState) -> None:
         if not config.warmup:
             return
-        factor = official_warmup_lr(state.step, 1.0, config.warmup_steps, config.warmup_every)
+        factor = warmup_lr(state.step, 1.0, config.warmup_steps, config.warmup_every,
+                           warmup_quirk=config.warmup_quirk)
         if factor is not None:
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = factor * base
@@ -464,7 +468,9 @@ def finetune(
         elif soft_ce:
             loss = nn.functional.cross_entropy(logits, y)
         else:
-            loss = nn.functional.cross_entropy(logits, y.argmax(1))
+            # Rounding first keeps a float32 same-class mix (0.99999994) at 1, as the official
+            # float64 sum is; the cast then truncates as the official .long() does.
+            loss = nn.functional.cross_entropy(logits, y.double().round(decimals=6).long().argmax(1))
         return loss, {}
 
     def after_epoch(state: TrainState) -> dict:
@@ -499,7 +505,7 @@ def finetune(
     if env.is_main:
         write_json(out_dir / "results.json", results)
         save_checkpoint(model, out_dir / "finetuned.pth",
-                        extra={"config": _jsonable(config), "ssast_teach": __version__})
+                        extra={"config": config_dict(config), "ssast_teach": __version__})
     log(env, f"{mode} done in {seconds:.1f} s: test acc {results['test']['acc']:.4f}, "
         f"mAP {results['test']['mAP']:.4f} ({results['selection']})")
     return model, run.history, results
@@ -517,14 +523,16 @@ def _results(run: TrainRun, config: FinetuneConfig, model: SSASTModel, test_ds, 
              eval_batch: int, device: torch.device, precision: str) -> dict:
     epochs = run.history.where("epoch")
     key = "mAP" if config.metrics == "mAP" else "acc"
-    if config.wa and run.state.extra.get("wa_count"):
+    # official run.py: with --data-eval the reported model is best_audio_model.pth, even with
+    # --wa (validate_wa's result only goes to wa_result.csv); the weight average otherwise
+    if val_ds is not None and "best_state" in run.state.extra:
+        model.load_state_dict(run.state.extra["best_state"])
+        selection = f"best validation {key}: epoch {run.state.extra['best_epoch']}"
+    elif config.wa and run.state.extra.get("wa_count"):
         total, n = run.state.extra["wa_sum"], run.state.extra["wa_count"]
         ref = model.state_dict()
         model.load_state_dict({k: (total[k] / n).to(ref[k].dtype) for k in total})
         selection = f"weight average of epochs {config.wa_start}-{min(config.wa_end, config.epochs)}"
-    elif val_ds is not None and "best_state" in run.state.extra:
-        model.load_state_dict(run.state.extra["best_state"])
-        selection = f"best validation {key}: epoch {run.state.extra['best_epoch']}"
     else:
         selection = "final epoch (no validation split)"
     logits, targets = predict(model, test_ds, eval_batch, device, precision)
@@ -538,12 +546,6 @@ def _results(run: TrainRun, config: FinetuneConfig, model: SSASTModel, test_ds, 
         "confusion_matrix": confusion_matrix(logits, targets).tolist(),
         "class_names": [name for _, _, name in test_ds.split.labels],
     }
-
-
-def _jsonable(config: FinetuneConfig) -> dict:
-    d = asdict(config)
-    d["betas"] = list(d["betas"])
-    return d
 
 
 def finetune_folds(
@@ -600,10 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
       "[default: esc10]")
     a("--scale", default="classroom", choices=SCALES, help="ci (seconds), classroom (minutes on "
       "a 2-core CPU), paper (the official recipe) [default: classroom]")
-    a("--out", required=True, help="run directory: train_state.pt, finetuned.pth, results.json")
+    add_run_arguments(p, FinetuneConfig)
     a("--pretrained", help="pretraining checkpoint: a path or a registry name such as "
       "SSAST-Base-Patch-400; omit to train from scratch")
-    a("--resume", help="continue a run exactly: its directory or train_state.pt")
     a("--linear-probe", action="store_true", help="freeze the encoder, train only mlp_head "
       "[official: full fine-tuning]")
     a("--folds", type=int, nargs="+", help="ESC: run these held-out folds and average "
@@ -636,10 +637,6 @@ def build_parser() -> argparse.ArgumentParser:
     a("--val-json", help="own data: validation datafile (the test set if no --eval-json)")
     a("--eval-json", help="own data: a separate test datafile (model picked on --val-json)")
     a("--label-csv", help="own data: label CSV (index,mid,display_name)")
-    a("--seed", type=int, help="[default: 0]")
-    a("--precision", choices=["auto", "fp32", "bf16"], help="autocast dtype [official: fp32]")
-    a("--device", help="cpu, cuda, cuda:1 ... [default: CUDA when present]")
-    a("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -652,26 +649,22 @@ def _bool(text: str) -> bool:
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    keys = {f.name for f in fields(FinetuneConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    overrides = config_overrides(args, FinetuneConfig)
     overrides.pop("data", None)
     if args.linear_probe:
         overrides["linear_probe"] = True
-    if args.no_progress:
-        overrides["progress"] = False
     return FinetuneConfig.preset(args.data, args.scale, **overrides)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with cli_errors():
         config = config_from_args(args)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    if args.folds:
-        finetune_folds(config, tuple(args.folds), pretrained=args.pretrained, out_dir=args.out)
-    else:
-        finetune(config, pretrained=args.pretrained, out_dir=args.out, resume=args.resume)
+        if args.folds:
+            finetune_folds(config, tuple(args.folds), pretrained=args.pretrained,
+                           out_dir=args.out)
+        else:
+            finetune(config, pretrained=args.pretrained, out_dir=args.out, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -17,19 +17,19 @@ MSE_WEIGHT = 10.0  # official weight of the generative loss in the joint objecti
 
 
 def info_nce_loss(
-    pred: Tensor, target: Tensor, *, paper_softmax: bool = False
+    pred: Tensor, target: Tensor, *, softmax_quirk: bool = True
 ) -> tuple[Tensor, Tensor]:
     """InfoNCE over the masked patches of each clip: returns ``(acc, nce)``, two 0-d tensors.
 
     ``pred`` are the predictions ``c_j = cpredlayer(h_j)`` and ``target`` the raw patches
     ``x_i``, both ``(B, M, P)``. Per clip ``S[i, j] = x_i . c_j`` (no temperature).
 
-    Official (default): ``nce = -mean over clips and i of log_softmax(S, dim=-1)[i, i]``: each
+    Official (``softmax_quirk=True``, the default): ``nce = -mean over clips and i of log_softmax(S, dim=-1)[i, i]``: each
     *target* row is normalised over all *predictions*. ``acc`` is the fraction of ``i`` with
     ``argmax(softmax(S, dim=-1), dim=0)[i] == i``: softmax over each row first, then the
     argmax down each column, which is not the argmax of the raw ``S``.
 
-    ``paper_softmax=True`` follows the paper's Eq. 1 instead: each *prediction* ``c_i`` is
+    ``softmax_quirk=False`` follows the paper's Eq. 1 instead: each *prediction* ``c_i`` is
     normalised over all *targets* ``x_j``, i.e. the same two formulas applied to ``S``
     transposed (``S'[i, j] = c_i . x_j``), for both the loss and the accuracy.
     """
@@ -40,8 +40,8 @@ def info_nce_loss(
         )
     scores = target @ pred.transpose(1, 2)  # (B, M, M): scores[b, i, j] = x_i . c_j
     # Official quirk: softmax over predictions (dim -1 of x @ c^T); the paper's Eq. 1 normalises
-    # over targets (official repo issue #13). paper_softmax=True gives the paper's form.
-    if paper_softmax:
+    # over targets (official repo issue #13). softmax_quirk=False gives the paper's form.
+    if not softmax_quirk:
         scores = scores.transpose(1, 2)  # (B, M, M): scores[b, i, j] = c_i . x_j
     m = scores.shape[-1]
     nce = -torch.log_softmax(scores, dim=-1).diagonal(dim1=-2, dim2=-1).mean()

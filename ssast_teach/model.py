@@ -15,9 +15,8 @@ which checks image sizes, is never called).
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import timm
@@ -51,7 +50,7 @@ MODEL_SIZES: dict[str, ModelSize] = {
 
 POOLINGS = ("avgtok", "cls")  # official ft_avgtok (default) and ft_cls
 TASKS = ("ft_avgtok", "ft_cls", "pretrain_mpc", "pretrain_mpg")  # official task names
-ATTENTIONS = ("auto", "fused", "explicit")  # SSASTModel.attention
+ATTENTIONS = ("fused", "explicit")  # SSASTModel.attention
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def adapt_pos_embed(
     f_dim: int,
     t_dim: int,
     *,
-    official_quirks: bool = True,
+    pos_embed_quirk: bool = True,
 ) -> Tensor:
     """Fit a pretrained positional embedding to a new patch grid, as the official fine-tuning.
 
@@ -126,9 +125,9 @@ def adapt_pos_embed(
     kept. The patch rows become a ``(1, D, p_f_dim, p_t_dim)`` image, then
 
     * time: fewer columns -> centre crop ``[p_t//2 - t//2 : p_t//2 - t//2 + t]``; otherwise
-      bilinear interpolation to ``(8, t)`` (``(p_f, t)`` with ``official_quirks=False``);
+      bilinear interpolation to ``(8, t)`` (``(p_f, t)`` with ``pos_embed_quirk=False``);
     * frequency: fewer rows -> crop ``[p_f//2 - f//2 : p_f//2 - f//2 + t]`` (``+ f`` with
-      ``official_quirks=False``); otherwise bilinear interpolation to ``(f, t)``.
+      ``pos_embed_quirk=False``); otherwise bilinear interpolation to ``(f, t)``.
 
     With the quirks the frequency crop gives ``f`` rows only when ``t == f``, as in the
     official code (which then fails in a reshape); here that case is a ValueError.
@@ -147,22 +146,41 @@ def adapt_pos_embed(
     else:
         # Official quirk: the time interpolation hard-codes 8 frequency rows (8 = p_f for 16x16
         # patches on 128 bins, so only other geometries notice).
-        rows = 8 if official_quirks else grid.shape[2]
+        rows = 8 if pos_embed_quirk else grid.shape[2]
         grid = F.interpolate(grid, size=(rows, t_dim), mode="bilinear")  # (1, D, 8, t)
     if f_dim < p_f_dim:
         start = p_f_dim // 2 - f_dim // 2
         # Official quirk: the frequency crop ends at start + t_dim, not start + f_dim.
-        grid = grid[:, :, start : start + (t_dim if official_quirks else f_dim), :]
+        grid = grid[:, :, start : start + (t_dim if pos_embed_quirk else f_dim), :]
     else:
         grid = F.interpolate(grid, size=(f_dim, t_dim), mode="bilinear")  # (1, D, f, t)
     if tuple(grid.shape[2:]) != (f_dim, t_dim):
         raise ValueError(
             f"adapt_pos_embed: the official crop/interpolation gives a {tuple(grid.shape[2:])} grid"
             f", not (f_dim={f_dim}, t_dim={t_dim}) (the official code fails here too); pass "
-            "official_quirks=False for the corrected crop"
+            "pos_embed_quirk=False for the corrected crop"
         )
     patches = grid.reshape(1, d, f_dim * t_dim).transpose(1, 2)  # (1, f*t, D)
     return torch.cat([pos_embed[:, :c], patches], dim=1)  # (1, C + f*t, D)
+
+
+def official_strides(fshape: int, tshape: int) -> tuple[int, int]:
+    """The official fine-tuning strides: 10x10 for 16x16 patches, 128x1 for 128x2 frames."""
+    if (fshape, tshape) == (16, 16):
+        return 10, 10
+    if fshape == 128:
+        return 128, 1
+    return fshape, tshape  # no official recipe: no overlap
+
+
+def attention_for(device: torch.device | str, precision: str) -> str:
+    """The faster attention kernel for a run: ``"explicit"`` for bf16 on a CPU, else ``"fused"``.
+
+    Measured by ``python -m ssast_teach.bench``: the CPU kernels of
+    ``F.scaled_dot_product_attention`` gain nothing from bf16, where the explicit form runs
+    about 2x faster; everywhere else the fused kernel wins.
+    """
+    return "explicit" if torch.device(device).type == "cpu" and precision == "bf16" else "fused"
 
 
 def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -210,12 +228,11 @@ class SSASTModel(nn.Module):
     fit ``config``'s patch grid. Grid, config and pooling are plain attributes, so the
     state dict holds exactly the official keys.
 
-    ``attention`` (a plain attribute, one of :data:`ATTENTIONS`) picks the attention kernel of
-    every block for a forward: ``"fused"`` is timm's ``F.scaled_dot_product_attention``;
-    ``"explicit"`` is ``softmax(q k^T * scale) @ v`` as timm 0.4.5 (the official code)
-    computes it; ``"auto"`` (default) keeps each block's own ``attn.fused_attn`` (timm: fused),
-    except on CPU in bf16, where explicit runs about 2x faster (measured by ``python -m
-    ssast_teach.bench``: the CPU SDPA kernels gain nothing from bf16).
+    ``attention`` (one of :data:`ATTENTIONS`) is the attention kernel of every block, set once
+    (assigning it sets each timm block's ``attn.fused_attn``): ``"fused"`` (default) is timm's
+    ``F.scaled_dot_product_attention``; ``"explicit"`` is ``softmax(q k^T * scale) @ v`` as
+    timm 0.4.5 (the official code) computes it. The trainers set it once per run with
+    :func:`attention_for` (explicit for bf16 on a CPU, where it runs about 2x faster).
     """
 
     def __init__(
@@ -235,7 +252,6 @@ class SSASTModel(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling={pooling!r} is not one of {', '.join(POOLINGS)}")
         self.pooling = pooling
-        self.attention = "auto"
         d = spec.embed_dim
         if self.pretraining:
             if (config.fstride, config.tstride) != (config.fshape, config.tshape):
@@ -266,6 +282,18 @@ class SSASTModel(nn.Module):
             self.gpredlayer = prediction_head(d, grid.patch_dim)
         else:
             self.mlp_head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, n_classes))
+        self.attention = "fused"
+
+    @property
+    def attention(self) -> str:
+        return "fused" if self.v.blocks[0].attn.fused_attn else "explicit"
+
+    @attention.setter
+    def attention(self, kernel: str) -> None:
+        if kernel not in ATTENTIONS:
+            raise ValueError(f"attention={kernel!r} is not one of {', '.join(ATTENTIONS)}")
+        for blk in self.v.blocks:
+            blk.attn.fused_attn = kernel == "fused"
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -324,32 +352,39 @@ class SSASTModel(nn.Module):
     @classmethod
     def for_finetuning(
         cls,
-        pretrained_state_dict: Mapping[str, Tensor],
+        pretrained: SSASTModel | Mapping[str, Tensor],
+        *,
         n_classes: int,
-        fshape: int = 16,
-        tshape: int = 16,
-        fstride: int = 10,
-        tstride: int = 10,
+        fstride: int | None = None,
+        tstride: int | None = None,
         input_fdim: int = 128,
-        input_tdim: int = 100,
+        input_tdim: int | None = None,
         pooling: str = "avgtok",
         size: str | None = None,
         pos_embed_quirk: bool = True,
     ) -> SSASTModel:
-        """A fine-tuning model from a pretraining state dict, built as the official code does.
+        """THE fine-tuning model builder: a pretraining model or state dict, adapted as the
+        official code does, with a new ``n_classes`` head. Every other way to get a classifier
+        (``checkpoints.load_for_finetuning``, the ``finetune`` trainer) ends here.
 
-        The pretrained encoder is kept; the patch embedding gets the new stride with the
-        pretrained weight and bias; the positional embedding goes through
-        :func:`adapt_pos_embed` (``official_quirks=pos_embed_quirk``); ``mlp_head`` is new.
+        The pretrained encoder is kept (copied: ``pretrained`` is left as it was); the patch
+        embedding gets the new stride with the pretrained weight and bias; the positional
+        embedding goes through :func:`adapt_pos_embed`; ``mlp_head`` is new. The patch shape is
+        the checkpoint's; strides default to :func:`official_strides`, ``input_tdim`` to the
+        pretraining input length. ``size`` names the model size when the tensors cannot (a
+        size outside :data:`MODEL_SIZES` with the same widths).
         """
-        pre = cls.from_pretrained_state_dict(pretrained_state_dict, size=size)
+        sd = pretrained.state_dict() if isinstance(pretrained, nn.Module) else pretrained
+        pre = cls.from_pretrained_state_dict(sd, size=size)
         p = pre.config
-        if (fshape, tshape) != (p.fshape, p.tshape):
-            raise ValueError(
-                "The patch shape of pretraining and fine-tuning is not consistent, pretraining: "
-                f"f={p.fshape}, t={p.tshape}, fine-tuning: fshape={fshape}, tshape={tshape}"
-            )
-        config = SSASTConfig(p.size, fshape, tshape, fstride, tstride, input_fdim, input_tdim)
+        default_fs, default_ts = official_strides(p.fshape, p.tshape)
+        config = SSASTConfig(
+            p.size, p.fshape, p.tshape,
+            fstride=default_fs if fstride is None else fstride,
+            tstride=default_ts if tstride is None else tstride,
+            input_fdim=input_fdim,
+            input_tdim=p.input_tdim if input_tdim is None else input_tdim,
+        )
         grid, p_grid, v = config.grid, pre.grid, pre.v
         patch_embed = PatchEmbed(grid, p.spec.embed_dim)
         patch_embed.proj.load_state_dict(v.patch_embed.proj.state_dict())
@@ -361,7 +396,7 @@ class SSASTModel(nn.Module):
             p_grid.t_dim,
             grid.f_dim,
             grid.t_dim,
-            official_quirks=pos_embed_quirk,
+            pos_embed_quirk=pos_embed_quirk,
         )
         v.pos_embed = nn.Parameter(pos)
         return cls(config, n_classes=n_classes, pooling=pooling, backbone=v)
@@ -387,28 +422,6 @@ class SSASTModel(nn.Module):
         # timm 1.x's patch_drop and norm_pre are Identity here and absent from timm 0.4.5.
         return self.v.pos_drop(x + self.v.pos_embed)  # (B, C + N, D)
 
-    @contextlib.contextmanager
-    def _attention_kernel(self, x: Tensor) -> Iterator[None]:
-        """Set every block's ``attn.fused_attn`` as ``attention`` says for input ``x``."""
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention={self.attention!r} is not one of {', '.join(ATTENTIONS)}")
-        cpu_bf16 = x.device.type == "cpu" and (
-            x.dtype == torch.bfloat16
-            or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-        )
-        if self.attention == "auto" and not cpu_bf16:
-            yield
-            return
-        attns = [blk.attn for blk in self.v.blocks]
-        saved = [attn.fused_attn for attn in attns]
-        for attn in attns:
-            attn.fused_attn = self.attention == "fused"
-        try:
-            yield
-        finally:
-            for attn, fused in zip(attns, saved, strict=True):
-                attn.fused_attn = fused
-
     def _encode(self, patch_tokens: Tensor, layer: int = -1) -> Tensor:
         """Tokens after block ``layer`` (python index); the final norm only after the last."""
         depth = len(self.v.blocks)
@@ -416,9 +429,8 @@ class SSASTModel(nn.Module):
             raise ValueError(f"layer={layer} is out of range for {depth} blocks")
         last = layer % depth
         x = self._sequence(patch_tokens)
-        with self._attention_kernel(x):
-            for blk in self.v.blocks[: last + 1]:
-                x = blk(x)  # (B, C + N, D)
+        for blk in self.v.blocks[: last + 1]:
+            x = blk(x)  # (B, C + N, D)
         return self.v.norm(x) if last == depth - 1 else x
 
     def tokens(self, x: Tensor, layer: int = -1) -> Tensor:
@@ -497,7 +509,7 @@ class SSASTModel(nn.Module):
         return h_masked, target  # (B, M, D), (B, M, P)
 
     def mpc(
-        self, x: Tensor, mask_ids: Tensor, *, paper_softmax: bool = False
+        self, x: Tensor, mask_ids: Tensor, *, softmax_quirk: bool = True
     ) -> tuple[Tensor, Tensor]:
         """Masked patch classification: ``(acc, nce)`` for ``(B, T, F)`` input and ``(B, M)`` ids.
 
@@ -505,7 +517,7 @@ class SSASTModel(nn.Module):
         for ``base_nokd``), the number of class tokens comes from the backbone.
         """
         h_masked, target = self.masked_outputs(x, mask_ids)
-        return info_nce_loss(self.cpredlayer(h_masked), target, paper_softmax=paper_softmax)
+        return info_nce_loss(self.cpredlayer(h_masked), target, softmax_quirk=softmax_quirk)
 
     def mpg(self, x: Tensor, mask_ids: Tensor) -> Tensor:
         """Masked patch reconstruction: the MSE between ``gpredlayer`` outputs and the patches."""

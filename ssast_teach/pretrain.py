@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,21 +47,22 @@ from ssast_teach.datasets import (
 )
 from ssast_teach.losses import MSE_WEIGHT, info_nce_loss, mse_loss
 from ssast_teach.masking import cluster_mask, frame_mask
-from ssast_teach.model import MODEL_SIZES, SSASTModel
+from ssast_teach.model import MODEL_SIZES, SSASTModel, attention_for
 from ssast_teach.training import (
     MetricsHistory,
     TrainRun,
     TrainState,
+    add_run_arguments,
     autocast,
+    cli_errors,
+    config_dict,
+    config_overrides,
     fit,
-    init_distributed,
     log,
-    official_warmup_lr,
-    resolve_precision,
-    seed_all,
-    select_device,
     shutdown_distributed,
+    start_run,
     step_generator,
+    warmup_lr,
     wrap_ddp,
     write_json,
 )
@@ -106,14 +107,14 @@ class PretrainConfig:
     cluster: bool | None = None  # None: official rule, cluster masks when fshape != input_fdim
     single_pass: bool = False  # official: False (two passes, two masks per step)
     mse_weight: float = MSE_WEIGHT  # loss = nce + 10 * mse
-    paper_softmax: bool = False  # official softmax dimension (losses.info_nce_loss)
+    softmax_quirk: bool = True  # official softmax dimension (losses.info_nce_loss)
     lr: float | None = None  # --lr; None: 1e-4, 5e-4 for tiny (official scripts)
     betas: tuple[float, float] = (0.95, 0.999)
     weight_decay: float = 5e-7
     warmup: bool = True  # official: always on in pretraining
     warmup_steps: int = 1000  # lr = step / 1000 * lr ...
     warmup_every: int = 50  # ... set at every 50th step (official)
-    warmup_every_step: bool = False  # corrected: (step + 1) / warmup_steps * lr at every step
+    warmup_quirk: bool = True  # official: lr set every 50 steps (training.warmup_lr)
     lr_patience: int = 2  # --lr_patience 2: ReduceLROnPlateau(mode="max", factor=0.5)
     lr_factor: float = 0.5
     epoch_iter: int | None = 4000  # --epoch_iter 4000 (800 tiny); None: once per epoch
@@ -284,17 +285,17 @@ class PretrainObjective(nn.Module):
     def forward(self, x: Tensor, mask_a: Tensor, mask_b: Tensor | None = None) -> dict[str, Tensor]:
         c, m = self.config, self.model
         if c.task == "pretrain_mpc":
-            acc, nce = m.mpc(x, mask_a, paper_softmax=c.paper_softmax)
+            acc, nce = m.mpc(x, mask_a, softmax_quirk=c.softmax_quirk)
             return {"loss": nce, "acc": acc, "nce": nce}
         if c.task == "pretrain_mpg":
             mse = m.mpg(x, mask_a)
             return {"loss": mse, "mse": mse}
         if c.single_pass:
             h, target = m.masked_outputs(x, mask_a)  # (B, M, D), (B, M, P)
-            acc, nce = info_nce_loss(m.cpredlayer(h), target, paper_softmax=c.paper_softmax)
+            acc, nce = info_nce_loss(m.cpredlayer(h), target, softmax_quirk=c.softmax_quirk)
             mse = mse_loss(m.gpredlayer(h), target)
         else:
-            acc, nce = m.mpc(x, mask_a, paper_softmax=c.paper_softmax)
+            acc, nce = m.mpc(x, mask_a, softmax_quirk=c.softmax_quirk)
             mse = m.mpg(x, mask_b)
         return {"loss": nce + c.mse_weight * mse, "acc": acc, "nce": nce, "mse": mse}
 
@@ -344,16 +345,12 @@ def pretrain(
     saved as ``out_dir/pretrained.pth`` (ssast_teach checkpoint format).
     """
     out_dir = Path(out_dir)
-    device = select_device(config.device)
-    env = init_distributed(device)
-    if env.distributed and device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
-    precision = resolve_precision(config.precision, device)
-    seed_all(config.seed)
+    device, env, precision = start_run(config.device, config.precision, config.seed)
     train_ds, val_ds = _datasets(config, out_dir)
     model = SSASTModel.for_pretraining(
         config.size, config.fshape, config.tshape, config.input_fdim, config.input_tdim
     ).to(device)
+    model.attention = attention_for(device, precision)
     objective = PretrainObjective(model, config)
     step_module = wrap_ddp(objective, env, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -366,7 +363,7 @@ def pretrain(
     run = TrainRun(
         model=model, optimizer=optimizer, scheduler=scheduler, dataset=train_ds,
         batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
-        config=_jsonable(config), out_dir=out_dir, checkpoint_every=config.checkpoint_every,
+        config=config_dict(config), out_dir=out_dir, checkpoint_every=config.checkpoint_every,
         env=env, progress=config.progress,
     )
     if resume is not None:
@@ -391,13 +388,8 @@ def pretrain(
     def before_step(state: TrainState) -> None:
         if not config.warmup:
             return
-        if config.warmup_every_step:
-            lr = min(1.0, (state.step + 1) / config.warmup_steps) * config.base_lr
-            lr = lr if state.step < config.warmup_steps else None
-        else:
-            lr = official_warmup_lr(
-                state.step, config.base_lr, config.warmup_steps, config.warmup_every
-            )
+        lr = warmup_lr(state.step, config.base_lr, config.warmup_steps, config.warmup_every,
+                       warmup_quirk=config.warmup_quirk)
         if lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -442,17 +434,10 @@ def pretrain(
     return model, run.history
 
 
-def _jsonable(config: PretrainConfig) -> dict:
-    d = asdict(config)
-    d["betas"] = list(d["betas"])
-    d["esc10_folds"] = list(d["esc10_folds"])
-    return d
-
-
 def _save_final(model: SSASTModel, path: Path, config, state: TrainState, seconds: float) -> None:
     from ssast_teach.checkpoints import save_checkpoint
 
-    extra = {"config": _jsonable(config), "step": state.step, "epoch": state.epoch,
+    extra = {"config": config_dict(config), "step": state.step, "epoch": state.epoch,
              "seconds_this_process": seconds, "ssast_teach": __version__}
     save_checkpoint(model, path, extra=extra)
 
@@ -470,10 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  torchrun --nproc_per_node=2 -m ssast_teach.pretrain --scale ci --out runs/ci\n",
     )
     a = p.add_argument
-    a("--scale", default="classroom", help="preset: ci (seconds), classroom (minutes on a "
-      "2-core CPU), paper (the official recipe) [default: classroom]")
-    a("--out", required=True, help="run directory: train_state.pt, pretrained.pth, history.json")
-    a("--resume", help="continue a run exactly: its directory or train_state.pt")
+    a("--scale", default="classroom", choices=SCALES, help="preset: ci (seconds), classroom "
+      "(minutes on a 2-core CPU), paper (the official recipe) [default: classroom]")
+    add_run_arguments(p, PretrainConfig)
     a("--task", choices=PRETRAIN_TASKS, help="objective [official: pretrain_joint]")
     a("--single-pass", action="store_true", help="joint with one mask and one encoder pass "
       "[official: two passes, two masks]")
@@ -499,22 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--warmup-steps", type=int, help="linear warm-up length [official: 1000, lr set every 50]")
     a("--epoch-iter", type=int, help="evaluate + ReduceLROnPlateau(max, 0.5, patience 2) every "
       "this many steps; 0 = once per epoch [official: 4000; tiny 800]")
-    a("--seed", type=int, help="seed of data order, masks and init [default: 0]")
-    a("--precision", choices=["auto", "fp32", "bf16"], help="autocast dtype; auto = bf16 where "
-      "the hardware supports it [official: fp32]")
-    a("--device", help="cpu, cuda, cuda:1 ... [default: CUDA when present]")
     a("--checkpoint-every", type=int, help="steps between checkpoints [default: 500]")
-    a("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
-    keys = {f.name for f in fields(PretrainConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    overrides = config_overrides(args, PretrainConfig)
     if args.single_pass:
         overrides["single_pass"] = True
-    if args.no_progress:
-        overrides["progress"] = False
     if args.epoch_iter == 0:
         overrides["epoch_iter"] = None
     return PretrainConfig.preset(args.scale, **overrides)
@@ -522,14 +498,12 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with cli_errors():
         config = config_from_args(args)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    out = Path(args.out)
-    _, history = pretrain(config, out_dir=out, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
-        write_json(out / "history.json", history.rows)
+        out = Path(args.out)
+        _, history = pretrain(config, out_dir=out, resume=args.resume)
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json(out / "history.json", history.rows)
 
 
 if __name__ == "__main__":

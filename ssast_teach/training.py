@@ -3,27 +3,37 @@
 Chapter 06 (pretrain) and chapter 07 (finetune) differ only in what one step computes and when
 they evaluate. Everything else lives here, once:
 
-- where and how to compute: :func:`select_device`, :func:`resolve_precision` (``"auto"`` is
-  bf16 autocast on CUDA with bf16 and on CPUs with AMX, else fp32), :func:`seed_all`;
+- where and how to compute: :func:`start_run` (:func:`select_device`, the ``torchrun`` process
+  group, :func:`resolve_precision`: ``"auto"`` is bf16 autocast on CUDA with bf16 and on CPUs
+  with AMX, else fp32; :func:`seed_all`), the same for both trainers;
+- the command line both trainers share: :func:`add_run_arguments` (``--out``, ``--resume``,
+  ``--seed``, ``--precision``, ``--device``, ``--no-progress``, ``--correct QUIRK``) and
+  :func:`config_overrides`;
 - the data order: :func:`epoch_batches`, a ``DistributedSampler`` seeded by ``seed + epoch``
   (also with one process), cut into global batches, so a run resumed mid-epoch skips exactly
   the batches it already consumed, and two processes see the same global batches as one;
 - a run that survives: :class:`TrainState` + :func:`save_train_checkpoint` (atomic; model,
-  optimiser, scheduler, counters, every RNG state, the metrics history, the config),
-  :func:`load_train_checkpoint`; Ctrl-C saves before it stops; a non-finite loss raises
-  :class:`NonFiniteLossError` and never overwrites the last good checkpoint;
+  optimiser, scheduler, counters, every RNG state, the metrics history, the config; tensors and
+  plain Python values only), :func:`load_train_checkpoint` (``torch.load(weights_only=True)``:
+  a run directory someone hands you cannot run code, :class:`TrainStateError` refuses it);
+  Ctrl-C saves before it stops; a non-finite loss raises :class:`NonFiniteLossError` and never
+  overwrites the last good checkpoint;
 - what happened: :class:`MetricsHistory`, one dict per row, that a notebook plots live through
   a ``callback(row)``;
 - several processes: :func:`init_distributed` reads the ``torchrun`` environment (gloo on CPU,
-  nccl on CUDA); :func:`wrap_ddp`; only rank 0 logs and writes.
+  nccl on CUDA); :func:`wrap_ddp`; only rank 0 logs (``logging``, logger ``ssast_teach``) and
+  writes.
 
 :func:`fit` is the loop itself: the trainers pass it a ``step_fn`` and evaluation hooks.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import random
 import signal
@@ -39,6 +49,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from ssast_teach.checkpoints import CheckpointError
+from ssast_teach.download import DownloadError, atomic_write
+
 __all__ = [
     "DistEnv",
     "MetricsHistory",
@@ -46,30 +59,45 @@ __all__ = [
     "PRECISIONS",
     "TrainRun",
     "TrainState",
+    "TrainStateError",
+    "add_run_arguments",
     "autocast",
+    "cli_errors",
+    "config_dict",
+    "config_overrides",
     "cpu_supports_bf16",
     "epoch_batches",
     "fit",
     "init_distributed",
     "load_train_checkpoint",
     "log",
-    "official_warmup_lr",
+    "quirk_names",
     "resolve_precision",
     "save_train_checkpoint",
     "seed_all",
     "select_device",
     "shutdown_distributed",
+    "start_run",
     "step_generator",
+    "warmup_lr",
     "wrap_ddp",
     "write_json",
 ]
 
+logger = logging.getLogger(__name__)
+
 PRECISIONS = ("auto", "fp32", "bf16")
 CHECKPOINT_NAME = "train_state.pt"
+# 2: RNG states as tensors and plain values (weights_only); 1 held NumPy arrays.
+TRAIN_STATE_FORMAT = "ssast_teach.train_state/2"
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stopped before the bad step touched the weights."""
+
+
+class TrainStateError(CheckpointError):
+    """A ``train_state.pt`` that cannot be resumed from; the message names the file and why."""
 
 
 # ---------------------------------------------------------------- device, precision, seeds
@@ -128,9 +156,11 @@ def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
 
 
 def _rng_state() -> dict:
+    """Every RNG state as tensors and plain values, so ``weights_only=True`` reads it back."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # (version, tuple of 625 ints, gauss_next)
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -139,8 +169,10 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -204,10 +236,27 @@ def wrap_ddp(module: torch.nn.Module, env: DistEnv, device: torch.device) -> tor
     )
 
 
-def log(env: DistEnv, *message: object) -> None:
-    """``print`` on rank 0 only."""
+def log(env: DistEnv, message: str) -> None:
+    """Log ``message`` at INFO on rank 0 only (see :func:`ssast_teach.log_to_stdout`)."""
     if env.is_main:
-        print(*message, flush=True)
+        logger.info(message)
+
+
+def start_run(
+    device: str | torch.device | None, precision: str, seed: int
+) -> tuple[torch.device, DistEnv, str]:
+    """Where and how a trainer computes: ``(device, env, precision)``, everything seeded.
+
+    ``device`` None is CUDA when present; under ``torchrun`` this process joins the group and
+    takes its local GPU; ``precision`` (one of :data:`PRECISIONS`) is resolved for the device.
+    """
+    device = select_device(device)
+    env = init_distributed(device)
+    if env.distributed and device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+    precision = resolve_precision(precision, device)
+    seed_all(seed)
+    return device, env, precision
 
 
 def _all_finite(value: torch.Tensor, env: DistEnv) -> bool:
@@ -247,13 +296,18 @@ def epoch_batches(
     return [indices[i : i + local] for i in range(0, len(indices) - local + 1, local)]
 
 
-def official_warmup_lr(step: int, base_lr: float, warmup_steps: int = 1000, every: int = 50) -> float | None:
-    """The official warm-up: at steps 0, 50, ..., 1000 set lr = step / 1000 * base_lr.
+def warmup_lr(
+    step: int, base_lr: float, warmup_steps: int = 1000, every: int = 50, *,
+    warmup_quirk: bool = True,
+) -> float | None:
+    """The lr to set before ``step`` during the linear warm-up, or None to leave it alone.
 
-    Returns None at the steps where the official loop leaves the lr alone. Official quirk:
-    the lr is 0 for the first 50 steps (their Adam updates move nothing); the trainers'
-    ``warmup_every_step=True`` uses ``(step + 1) / warmup_steps * base_lr`` at every step.
+    Official (``warmup_quirk=True``): at steps 0, 50, ..., 1000 set lr = step / 1000 * base_lr.
+    Official quirk: the lr is 0 for the first 50 steps (their Adam updates move nothing);
+    ``warmup_quirk=False`` sets ``(step + 1) / warmup_steps * base_lr`` at every step.
     """
+    if not warmup_quirk:
+        return (step + 1) / warmup_steps * base_lr if step < warmup_steps else None
     if step <= warmup_steps and step % every == 0:
         return step / warmup_steps * base_lr
     return None
@@ -331,7 +385,7 @@ def save_train_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "format": "ssast_teach.train_state/1",
+        "format": TRAIN_STATE_FORMAT,
         "model": _unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -340,38 +394,46 @@ def save_train_checkpoint(
         "history": history.rows,
         "config": config,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def write_json(path: str | Path, obj: object) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (a run's history, results, provenance)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, default=float), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    text = json.dumps(obj, indent=1, default=float)
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def load_train_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by :func:`save_train_checkpoint` (a file or a run directory)."""
-    path = Path(path)
+    """Read a checkpoint written by :func:`save_train_checkpoint` (a file or a run directory).
+
+    ``torch.load(weights_only=True)``: a file that holds code or Python objects other than
+    tensors and plain values is refused with :class:`TrainStateError`, and nothing in it runs.
+    """
+    path = Path(path).expanduser()
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint at {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != "ssast_teach.train_state/1":
-        raise ValueError(f"{path} is not an ssast_teach training checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean "unusable"
+        text = str(err)
+        if "weights only load failed" in text.lower() or "unsupported global" in text.lower():
+            raise TrainStateError(
+                f"{path}: refused: the file holds code or Python objects other than tensors and "
+                "plain values, which torch.load(weights_only=True) will not run. Nothing in it "
+                "was executed. A run state written by ssast_teach never needs that: do not "
+                "resume from this file."
+            ) from None
+        raise TrainStateError(
+            f"{path}: cannot be read as a training checkpoint; it is truncated, corrupt or not "
+            f"one ({type(err).__name__}: {text.splitlines()[0] if text else ''})"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != TRAIN_STATE_FORMAT:
+        raise TrainStateError(
+            f"{path}: not an ssast_teach training checkpoint (expected a dict with "
+            f"format={TRAIN_STATE_FORMAT!r})"
+        )
     return payload
 
 
@@ -423,7 +485,7 @@ class TrainRun:
         for key in ("seed", "batch_size"):
             saved, now = payload["config"].get(key), self.config.get(key)
             if saved != now:
-                raise ValueError(
+                raise TrainStateError(
                     f"cannot resume from {path}: it was run with {key}={saved!r}, this run has "
                     f"{key}={now!r} (the data order would differ)"
                 )
@@ -577,3 +639,65 @@ def _record(run: TrainRun, row: dict | None, kind: str, callback: Callable | Non
     if callback is not None and run.env.is_main:
         callback(row)
     return True
+
+
+# ---------------------------------------------------------------- what both trainers' CLIs share
+
+
+def config_dict(config: object) -> dict:
+    """A config dataclass as plain JSON values (tuples become lists): saved with every run."""
+    def plain(value: object) -> object:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {k: plain(v) for k, v in asdict(config).items()}
+
+
+def quirk_names(config_cls: type) -> list[str]:
+    """The quirks a config can correct: its fields ``<name>_quirk`` -> ``[name, ...]``."""
+    return [f.name.removesuffix("_quirk") for f in dataclasses.fields(config_cls)
+            if f.name.endswith("_quirk")]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """The options every trainer has: where the run lives, how it computes, which quirks to fix."""
+    a = parser.add_argument
+    a("--out", required=True, help="run directory: train_state.pt, the final model, results")
+    a("--resume", help="continue a run exactly: its directory or train_state.pt (read with "
+      "weights_only=True: a file holding code is refused)")
+    a("--seed", type=int, help="seed of data order, masks, augmentation and init [default: 0]")
+    a("--precision", choices=PRECISIONS, help="autocast dtype; auto = bf16 on CUDA and on CPUs "
+      "with AMX, fp32 elsewhere [official: fp32]")
+    a("--device", help="cpu, cuda, cuda:1 ... [default: CUDA when present]")
+    a("--no-progress", action="store_true", help="log lines instead of progress bars")
+    names = quirk_names(config_cls)
+    a("--correct", nargs="+", default=[], choices=[*names, "all"], metavar="QUIRK",
+      help="use the corrected behaviour instead of the official quirk (the config field "
+      f"<QUIRK>_quirk=False): {', '.join(names)}, or all [official: none corrected]")
+
+
+def config_overrides(args: argparse.Namespace, config_cls: type) -> dict:
+    """The config fields the command line set: options given, ``--no-progress``, ``--correct``."""
+    keys = {f.name for f in dataclasses.fields(config_cls)}
+    overrides = {k: v for k, v in vars(args).items() if k in keys and v is not None}
+    if args.no_progress:
+        overrides["progress"] = False
+    corrected = quirk_names(config_cls) if "all" in args.correct else args.correct
+    overrides |= {f"{name}_quirk": False for name in corrected}
+    return overrides
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """A trainer's command line: log lines on stdout; a bad setting, file or download exits
+    with its message (which names the argument or file) instead of a traceback."""
+    from ssast_teach import log_to_stdout
+
+    log_to_stdout()
+    try:
+        yield
+    except (ValueError, FileNotFoundError, DownloadError) as error:
+        raise SystemExit(f"error: {error}") from None

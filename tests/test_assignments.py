@@ -240,16 +240,18 @@ def test_release_notebook_leaves_its_input_alone():
     assert json.dumps(nb, sort_keys=True) == before
 
 
-def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    from ssast_teach import download
+
     target = tmp_path / "scores.json"
     target.write_text("old")
 
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(assignments.os, "replace", broken_replace)
+    monkeypatch.setattr(download.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        assignments.write_atomic(target, "new")
+        download.atomic_write(target, lambda tmp: tmp.write_text("new"))
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]
 

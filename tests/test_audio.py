@@ -15,6 +15,7 @@ from ssast_teach.audio import (
     FrontEnd,
     FrontEndConfig,
     add_noise,
+    as_float_waveform,
     compute_norm_stats,
     fbank,
     load_audio,
@@ -23,6 +24,7 @@ from ssast_teach.audio import (
     pad_or_cut,
     sample_mixup_lambda,
     spec_augment,
+    to_mono,
 )
 
 SC_CLIP = DATA / "speech_commands_mini" / "bed" / "62581901_nohash_0.wav"
@@ -303,3 +305,108 @@ def test_frontend_composes_in_the_official_order():
     assert lam == 0.3 and torch.equal(mixed, by_hand(expected, False))
     _, lam = fe.mixup(SC_CLIP, FSDD_CLIP, generator=torch.Generator().manual_seed(2))
     assert 0 < lam < 1
+
+
+# --- integer PCM waveforms ----------------------------------------------------------------------
+
+ESC_CLIP_2 = DATA / "esc10" / "002 - Rain" / "3-157487-A.ogg"
+PCM_CLIPS = [SC_CLIP, FSDD_CLIP, ESC_CLIP, ESC_CLIP_2]  # 16 kHz, 8 kHz WAV; 44.1 kHz Vorbis
+
+
+def _eight_bit(x):
+    """Float samples quantised the 8-bit way: uint8 (128 = silence) and int8, same steps."""
+    q = np.clip(np.round(x.astype(np.float64) * 128), -128, 127)
+    return (q + 128).astype(np.uint8), q.astype(np.int8)
+
+
+@pytest.mark.parametrize("clip", PCM_CLIPS, ids=lambda p: p.suffix + ":" + p.parent.name)
+def test_integer_pcm_gives_the_float_fbank(clip):
+    """int16/int32 as soundfile reads them equal its float reading (the same /2**15, /2**31
+    scaling); without the scaling the fbank would sit ~2 ln 32768 = 20.8 log units high."""
+    _need(clip)
+    fe = FrontEnd()
+    x, sr = sf.read(clip, dtype="float32")
+    ref = fe.raw_fbank(x, sample_rate=sr)  # (T, 128) from the float path
+    loud = ref > ref.max() - 5  # bins well above any quantisation noise
+    for dtype in ("int16", "int32"):
+        pcm, _ = sf.read(clip, dtype=dtype)
+        for source in (pcm, torch.from_numpy(pcm)):  # numpy and torch, same scaling
+            got = fe.raw_fbank(source, sample_rate=sr)
+            if clip.suffix == ".wav":  # integer samples: the float reading is exactly pcm / 2**15
+                torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+            elif dtype == "int32":  # Vorbis decodes to float: int32 keeps 31 bits of it
+                torch.testing.assert_close(got, ref, atol=1e-3, rtol=0)
+            else:  # Vorbis to int16 rounds to 16 bits: only near-silent bins move visibly
+                assert float((got - ref).abs().mean()) < 1e-3
+                torch.testing.assert_close(got[loud], ref[loud], atol=1e-2, rtol=0)
+    u8, i8 = _eight_bit(x)
+    got = fe.raw_fbank(u8, sample_rate=sr)
+    # the WAV 8-bit convention exactly: (x - 128) / 128, and int8 / 128 on the same steps
+    same = torch.from_numpy((u8.astype(np.float32) - 128) / 128)
+    torch.testing.assert_close(got, fe.raw_fbank(same, sample_rate=sr), atol=1e-5, rtol=0)
+    torch.testing.assert_close(fe.raw_fbank(torch.from_numpy(i8), sample_rate=sr), got,
+                               atol=1e-5, rtol=0)
+    # 8 bits are coarse: quiet bins move by a few log units, the loud ones barely
+    assert float((got - ref).abs().mean()) < 1.0
+    torch.testing.assert_close(got[ref > ref.max() - 2], ref[ref > ref.max() - 2], atol=0.25,
+                               rtol=0)
+
+
+def test_every_waveform_entry_point_scales_int16():
+    _need(SC_CLIP)
+    _need(FSDD_CLIP)
+    pcm, sr = sf.read(SC_CLIP, dtype="int16")  # 16 kHz: fbank takes it directly
+    x, _ = sf.read(SC_CLIP, dtype="float32")
+    w = torch.from_numpy(x).unsqueeze(0)  # (1, S)
+    torch.testing.assert_close(fbank(pcm), fbank(w), atol=1e-5, rtol=0)
+    torch.testing.assert_close(fbank(torch.from_numpy(pcm).unsqueeze(0)), fbank(w), atol=1e-5,
+                               rtol=0)
+    assert torch.equal(to_mono(pcm, sr), w)
+    fe = FrontEnd(FrontEndConfig.for_dataset("speechcommands"))
+    assert torch.equal(fe(pcm, sample_rate=sr), fe(SC_CLIP))
+    other, sr2 = sf.read(FSDD_CLIP, dtype="int16")
+    mixed, _ = fe.mixup(pcm, other, sample_rate=sr, training=False, lam=0.3)
+    wanted, _ = fe.mixup(SC_CLIP, torch.from_numpy(other / 32768), sample_rate=sr,
+                         training=False, lam=0.3)
+    torch.testing.assert_close(mixed, wanted, atol=1e-5, rtol=0)
+    short = torch.from_numpy(other[:1000])
+    torch.testing.assert_close(mixup_waveforms(torch.from_numpy(pcm), short, 0.4),
+                               mixup_waveforms(w[0], short.float() / 32768, 0.4))
+
+
+def test_pcm_scaling_by_dtype():
+    full = {"int16": [-32768, 0, 16384], "int32": [-(2**31), 0, 2**30], "int8": [-128, 0, 64],
+            "uint8": [0, 128, 192]}
+    for dtype, samples in full.items():
+        got = as_float_waveform(np.array(samples, dtype=dtype))
+        assert got.dtype == torch.float32 and got.tolist() == [-1.0, 0.0, 0.5], dtype
+    assert torch.equal(as_float_waveform(torch.tensor([255], dtype=torch.uint8)),
+                       torch.tensor([127 / 128]))
+    f64 = torch.tensor([0.25, -0.5], dtype=torch.float64)
+    assert as_float_waveform(f64) is f64  # float is left alone, dtype too
+    assert as_float_waveform(np.array([0.25], np.float32)).dtype == torch.float32
+    big_endian = np.array([16384, -32768], dtype=">i2")
+    assert as_float_waveform(big_endian).tolist() == [0.5, -1.0]
+
+
+REFUSED = [np.zeros(800, bool), np.zeros(800, np.int64), np.zeros(800, np.complex64),
+           np.zeros(800, np.uint16), torch.zeros(800, dtype=torch.int64),
+           torch.zeros(800, dtype=torch.bool), torch.zeros(800, dtype=torch.complex64)]
+
+
+@pytest.mark.parametrize("bad", REFUSED, ids=lambda a: str(a.dtype))
+def test_other_dtypes_are_refused_naming_argument_and_dtype(bad):
+    dtype = str(bad.dtype).removeprefix("torch.")  # bool, int64, complex64, uint16
+    expected = "float samples in \\[-1, 1\\] or integer PCM \\(int16, int32, uint8, int8\\)"
+    calls = {
+        "waveform": lambda: fbank(bad),
+        "source": lambda: FrontEnd()(bad, sample_rate=16000),
+        "source2": lambda: FrontEnd().mixup(torch.zeros(800), bad, sample_rate=16000),
+        "w2": lambda: mixup_waveforms(torch.zeros(800), bad, 0.5),
+        "clip.wav": lambda: to_mono(bad, 16000, name="clip.wav"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=expected) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"{name}: dtype {dtype} "), message

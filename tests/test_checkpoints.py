@@ -97,7 +97,7 @@ def test_official_finetuned_checkpoint_loads(tiny_patch, tmp_path):
     back = C.load_for_finetuning(path, n_classes=10, input_tdim=100)
     for key, value in ft.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
-    assert C.load_for_finetuning(path, None).n_classes == 10  # head size read from the file
+    assert C.load_for_finetuning(path, n_classes=None).n_classes == 10  # head size read from the file
 
     with pytest.raises(CheckpointError, match="10 classes.*new_head=True") as info:
         C.load_for_finetuning(path, n_classes=5, input_tdim=100)

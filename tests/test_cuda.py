@@ -39,7 +39,7 @@ def test_pretraining_objectives_match_cpu():
 
 def test_finetuning_logits_match_cpu():
     pre = SSASTModel.for_pretraining("tiny", input_tdim=256).state_dict()
-    model = SSASTModel.for_finetuning(pre, 10, fstride=10, tstride=10, input_tdim=256).eval()
+    model = SSASTModel.for_finetuning(pre, n_classes=10, fstride=10, tstride=10, input_tdim=256).eval()
     x = torch.randn(3, 256, 128)  # (B, T, F)
     with torch.no_grad():
         cpu = model(x)

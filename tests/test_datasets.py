@@ -1,6 +1,7 @@
 """Course data, the official datafile format, synthetic data, FbankDataset and the recipes."""
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from local_http import FileServer
 
 from conftest import DATA, needs
 from ssast_teach import datasets
@@ -22,6 +24,7 @@ from ssast_teach.datasets import (
     SYNTHETIC_KINDS,
     DataSplit,
     FbankDataset,
+    UnsafeArchiveError,
     data_dir,
     esc10,
     fsdd,
@@ -35,7 +38,7 @@ from ssast_teach.datasets import (
     synthetic_clip,
     synthetic_params,
 )
-from ssast_teach.download import DownloadError
+from ssast_teach.download import DownloadError, IntegrityError, git_blob_sha1
 
 
 @pytest.fixture
@@ -293,7 +296,12 @@ def test_fbank_cache_hit_gives_identical_features(synthetic, tmp_path, monkeypat
     assert other[1][0].shape == (64, 64)
 
 
-# --- recipes: the prepare step on fake archives -------------------------------------------------
+# --- recipes: verified downloads on fake archives and a local HTTP server -----------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+FSDD_MANIFEST = json.loads(
+    (Path(datasets.__file__).parent / "resources" / "fsdd_manifest.json").read_text()
+)
 
 
 def _wav_bytes(seconds=0.1, sr=16000) -> bytes:
@@ -302,7 +310,61 @@ def _wav_bytes(seconds=0.1, sr=16000) -> bytes:
     return buf.getvalue()
 
 
-def test_prepare_esc50_from_a_present_archive(tmp_path):
+def _blob(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _zip(files: dict[str, bytes], top: str = "") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(f"{top}/{name}" if top else name, data)
+    return buf.getvalue()
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _pin(monkeypatch, manifest: str, repository: str, files: dict[str, str], commit=COMMIT):
+    """Recipes read ``manifest`` as pinning ``files`` ({path: blob id}) at ``repository``."""
+    fake = {"repository": repository, "commit": commit, "files": files}
+    real = datasets._pinned
+    monkeypatch.setattr(datasets, "_pinned", lambda name: fake if name == manifest else real(name))
+    return f"{repository.rsplit('/', 1)[1]}-{commit}"
+
+
+def _rejected(folder: Path, name: str) -> list[Path]:
+    return sorted(folder.glob(f"{name}.rejected-*"))
+
+
+def test_shipped_fsdd_recordings_match_the_pinned_manifest(course_data):
+    # The manifest is `git ls-tree -r` of the pinned commit: every shipped recording (copied from
+    # that repository) must have its blob id there.
+    files = FSDD_MANIFEST["files"]
+    assert len(files) == 3000 and all(p.startswith("recordings/") for p in files)
+    assert len(FSDD_MANIFEST["commit"]) == 40
+    shipped = sorted((DATA / "fsdd" / "recordings").glob("*.wav"))
+    assert len(shipped) == 2000
+    assert {p.name: git_blob_sha1(p) for p in shipped} == {
+        p.name: files[f"recordings/{p.name}"] for p in shipped
+    }
+
+
+def test_git_blob_sha1_is_gits_blob_id(tmp_path):
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "hello").write_bytes(b"hello\n")
+    assert git_blob_sha1(tmp_path / "empty") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert git_blob_sha1(tmp_path / "hello") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def test_prepare_esc50_from_a_present_archive(tmp_path, monkeypatch):
     rows = [
         ("1-1-A-0.wav", 1, 0, "dog"),
         ("2-2-A-1.wav", 2, 1, "rooster"),
@@ -312,10 +374,14 @@ def test_prepare_esc50_from_a_present_archive(tmp_path):
     meta = "filename,fold,target,category,esc10,src_file,take\n" + "".join(
         f"{f},{fold},{t},{c},True,{fold},A\n" for f, fold, t, c in rows
     )
-    with zipfile.ZipFile(tmp_path / "ESC-50-master.zip", "w") as z:
-        z.writestr("ESC-50-master/meta/esc50.csv", meta)
-        for f, *_ in rows:
-            z.writestr(f"ESC-50-master/audio/{f}", _wav_bytes())
+    files = {"meta/esc50.csv": meta.encode(), **{f"audio/{f}": _wav_bytes() for f, *_ in rows}}
+    top = _pin(
+        monkeypatch,
+        "esc50_manifest.json",
+        "https://github.com/karolpiczak/ESC-50",
+        {p: _blob(d) for p, d in files.items()},
+    )
+    (tmp_path / f"{top}.zip").write_bytes(_zip(files, top))
     splits = prepare_esc50(tmp_path)
     assert sorted(splits) == sorted(
         f"esc_{kind}_data_{k}" for kind in ("train", "eval") for k in range(1, 6)
@@ -326,31 +392,129 @@ def test_prepare_esc50_from_a_present_archive(tmp_path):
         tmp_path / "datafiles" / "esc_eval_data_5.json", tmp_path / "esc_class_labels_indices.csv"
     )
     assert back.items == [
-        {"wav": str(tmp_path / "ESC-50-master" / "audio" / "5-5-A-1.wav"), "labels": "/m/07rwj01"}
+        {"wav": str(tmp_path / top / "audio" / "5-5-A-1.wav"), "labels": "/m/07rwj01"}
     ]
     assert back.labels == [(0, "/m/07rwj00", "dog"), (1, "/m/07rwj01", "rooster")]
     assert load_audio(back.items[0]["wav"]).shape == (1, 1600)
-    assert prepare_esc50(tmp_path).keys() == splits.keys()  # second run reuses the folder
+    (tmp_path / f"{top}.zip").unlink()
+    assert prepare_esc50(tmp_path).keys() == splits.keys()  # second run: the verified folder
 
 
-def test_prepare_speechcommands_v2_from_a_present_archive(tmp_path):
-    files = {
-        "yes/a_nohash_0.wav",
-        "yes/b_nohash_0.wav",
-        "yes/c_nohash_0.wav",
-        "no/a_nohash_0.wav",
-        "no/d_nohash_0.wav",
-        "_background_noise_/white.wav",
-    }
-    with tarfile.open(tmp_path / "speech_commands_v0.02.tar.gz", "w:gz") as t:
-        for name, data in [
-            *((f, _wav_bytes()) for f in files),
-            ("validation_list.txt", b"yes/b_nohash_0.wav\n"),
-            ("testing_list.txt", b"no/d_nohash_0.wav\nyes/c_nohash_0.wav\n"),
-        ]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
+def test_a_missing_manifest_is_an_error_naming_it():
+    with pytest.raises(FileNotFoundError, match="resources/nothing_manifest.json is missing"):
+        datasets._pinned("nothing_manifest.json")
+
+
+def test_prepare_fsdd_downloads_and_verifies_real_recordings(course_data, tmp_path, monkeypatch):
+    # Real bytes, real blob ids: 12 shipped recordings under the real pinned manifest.
+    names = [f"recordings/{d}_{who}_{take}.wav" for d in (3, 7) for who in ("jackson", "theo")
+             for take in (0, 4, 30)]
+    files = {n: (DATA / "fsdd" / n).read_bytes() for n in names}
+    commit = FSDD_MANIFEST["commit"]
+    with FileServer({}) as server:
+        repository = server.url("/Jakobovski/free-spoken-digit-dataset")
+        pins = {n: FSDD_MANIFEST["files"][n] for n in names}
+        top = _pin(monkeypatch, "fsdd_manifest.json", repository, pins, commit)
+        archive_path = f"/Jakobovski/free-spoken-digit-dataset/archive/{commit}.zip"
+        server.files[archive_path] = _zip(files, top)
+        splits = prepare_fsdd(tmp_path)
+        assert {n: len(s) for n, s in splits.items()} == {"fsdd_train_data": 4, "fsdd_test_data": 8}
+        assert server.requests == [archive_path]
+        assert (tmp_path / "datafiles" / "fsdd_test_data.json").is_file()
+
+        # A file put in the folder later is not verified: left out.
+        extra = tmp_path / top / "recordings" / "5_nobody_9.wav"
+        extra.write_bytes(_wav_bytes(sr=8000))
+        splits = prepare_fsdd(tmp_path)
+        assert len(splits["fsdd_train_data"]) == 4 and server.requests == [archive_path]
+        assert extra.exists()
+
+        # A changed file: the folder is moved aside (kept) and unpacked again from the archive.
+        changed = tmp_path / top / "recordings" / "3_theo_30.wav"
+        changed.write_bytes(b"mine")
+        prepare_fsdd(tmp_path)
+        (aside,) = _rejected(tmp_path, top)
+        assert (aside / "recordings" / "3_theo_30.wav").read_bytes() == b"mine"
+        assert changed.read_bytes() == files["recordings/3_theo_30.wav"]
+        assert server.requests == [archive_path]
+
+        # A bad archive already there (and no folder): moved aside, downloaded again.
+        aside.rename(tmp_path / "kept")
+        os.replace(tmp_path / top, tmp_path / "kept2")
+        good = (tmp_path / f"{top}.zip").read_bytes()
+        (tmp_path / f"{top}.zip").write_bytes(good[: len(good) // 2])
+        prepare_fsdd(tmp_path)
+        (bad,) = _rejected(tmp_path, f"{top}.zip")
+        assert bad.read_bytes() == good[: len(good) // 2]
+        assert (tmp_path / f"{top}.zip").read_bytes() == good
+        assert server.requests == [archive_path] * 2
+
+
+def test_a_download_with_wrong_contents_is_moved_aside_and_reported(tmp_path, monkeypatch):
+    files = {"recordings/1_a_0.wav": _wav_bytes(sr=8000), "recordings/2_a_7.wav": _wav_bytes()}
+    pins = {p: _blob(d) for p, d in files.items()}
+    with FileServer({}) as server:
+        top = _pin(monkeypatch, "fsdd_manifest.json", server.url("/o/fsdd"), pins)
+        wrong = {**files, "recordings/2_a_7.wav": b"corrupted"}
+        server.files[f"/o/fsdd/archive/{COMMIT}.zip"] = _zip(wrong, top)
+        with pytest.raises(IntegrityError) as info:
+            prepare_fsdd(tmp_path)
+    message = str(info.value)
+    found = _blob(b"corrupted")
+    assert f"recordings/2_a_7.wav: expected blob {pins['recordings/2_a_7.wav']}, found {found}" in (
+        message
+    )
+    (aside,) = _rejected(tmp_path, f"{top}.zip")
+    assert str(aside) in message and aside.read_bytes() == _zip(wrong, top)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [aside.name]  # nothing unpacked
+
+
+def test_prepare_fsdd_offline_and_broken_archive_errors(tmp_path, monkeypatch):
+    pins = {"recordings/3_lucas_0.wav": _blob(b"x")}
+    top = _pin(monkeypatch, "fsdd_manifest.json", "https://github.com/o/fsdd", pins)
+
+    def offline(url, dest, **kwargs):
+        raise DownloadError(f"Could not download {url}. Save it as {dest}")
+
+    monkeypatch.setattr(datasets, "download_file", offline)
+    with pytest.raises(DownloadError) as info:
+        prepare_fsdd(tmp_path / "elsewhere")
+    message = str(info.value)
+    assert f"https://github.com/o/fsdd/archive/{COMMIT}.zip" in message
+    assert str(tmp_path / "elsewhere" / f"{top}.zip") in message
+
+    # A broken archive already there is moved aside (kept), then fetched again.
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / f"{top}.zip").write_bytes(b"not a zip")
+    with pytest.raises(DownloadError, match="Could not download"):
+        prepare_fsdd(tmp_path / "broken")
+    (aside,) = _rejected(tmp_path / "broken", f"{top}.zip")
+    assert aside.read_bytes() == b"not a zip"
+    assert [p.name for p in (tmp_path / "broken").iterdir()] == [aside.name]
+
+
+SC_FILES = {
+    "yes/a_nohash_0.wav": _wav_bytes(),
+    "yes/b_nohash_0.wav": _wav_bytes(),
+    "yes/c_nohash_0.wav": _wav_bytes(),
+    "no/a_nohash_0.wav": _wav_bytes(),
+    "no/d_nohash_0.wav": _wav_bytes(),
+    "_background_noise_/white.wav": _wav_bytes(),
+    "validation_list.txt": b"yes/b_nohash_0.wav\n",
+    "testing_list.txt": b"no/d_nohash_0.wav\nyes/c_nohash_0.wav\n",
+}
+
+
+def _pin_speech_commands(monkeypatch, archive: bytes, url: str = "http://127.0.0.1:9/sc.tgz"):
+    monkeypatch.setattr(datasets, "SPEECHCOMMANDS_V2_URL", url)
+    monkeypatch.setattr(datasets, "SPEECHCOMMANDS_V2_SIZE", len(archive))
+    monkeypatch.setattr(datasets, "SPEECHCOMMANDS_V2_SHA256", hashlib.sha256(archive).hexdigest())
+
+
+def test_prepare_speechcommands_v2_from_a_present_archive(tmp_path, monkeypatch):
+    archive = _tar_gz(SC_FILES)
+    _pin_speech_commands(monkeypatch, archive)
+    (tmp_path / "speech_commands_v0.02.tar.gz").write_bytes(archive)
     splits = prepare_speechcommands_v2(tmp_path)
     sizes = {name: len(s) for name, s in splits.items()}
     assert sizes == {
@@ -364,29 +528,121 @@ def test_prepare_speechcommands_v2_from_a_present_archive(tmp_path):
     ]
     assert (tmp_path / "datafiles" / "speechcommand_eval_data.json").is_file()
     assert (tmp_path / "speechcommands_class_labels_indices.csv").is_file()
+    # The blob ids of the verified archive's files are kept with them, and checked next time.
+    base = tmp_path / "speech_commands_v0.02"
+    record = json.loads((base / ".ssast-teach-files.json").read_text())["files"]
+    assert record == {p: _blob(d) for p, d in SC_FILES.items()}
+    (base / "testing_list.txt").write_text("yes/a_nohash_0.wav\n")  # would move a clip to test
+    assert prepare_speechcommands_v2(tmp_path)["speechcommand_eval_data"].items == splits[
+        "speechcommand_eval_data"
+    ].items
+    (aside,) = _rejected(tmp_path, "speech_commands_v0.02")
+    assert (aside / "testing_list.txt").read_text() == "yes/a_nohash_0.wav\n"
 
 
-def test_prepare_fsdd_from_a_present_folder_and_offline_error(tmp_path, monkeypatch):
-    recordings = tmp_path / "free-spoken-digit-dataset-master" / "recordings"
-    recordings.mkdir(parents=True)
-    for name in ("3_lucas_0.wav", "3_lucas_7.wav", "9_george_4.wav", "9_george_49.wav"):
-        (recordings / name).write_bytes(_wav_bytes(sr=8000))
-    splits = prepare_fsdd(tmp_path)
-    assert {n: len(s) for n, s in splits.items()} == {"fsdd_train_data": 2, "fsdd_test_data": 2}
+def test_speechcommands_archive_is_checked_by_size_and_sha256(tmp_path, monkeypatch):
+    archive = _tar_gz(SC_FILES)
+    with FileServer({"/sc.tgz": archive}) as server:
+        _pin_speech_commands(monkeypatch, archive, server.url("/sc.tgz"))
+        # A wrong archive already there: moved aside and downloaded again.
+        (tmp_path / "speech_commands_v0.02.tar.gz").write_bytes(b"my own file")
+        prepare_speechcommands_v2(tmp_path)
+        (aside,) = _rejected(tmp_path, "speech_commands_v0.02.tar.gz")
+        assert aside.read_bytes() == b"my own file"
+        assert server.requests == ["/sc.tgz"]
 
-    def offline(url, dest, **kwargs):
-        raise DownloadError(f"Could not download {url}. Save it as {dest}")
-
-    monkeypatch.setattr(datasets, "download_file", offline)
-    with pytest.raises(DownloadError) as info:
-        prepare_fsdd(tmp_path / "elsewhere")
+        # A corrupted download (same size, other bytes): moved aside, an error, nothing used.
+        server.files["/sc.tgz"] = archive[:-1] + bytes([archive[-1] ^ 1])
+        with pytest.raises(IntegrityError, match="Checksum mismatch") as info:
+            prepare_speechcommands_v2(tmp_path / "again")
     message = str(info.value)
-    assert datasets.FSDD_URL in message and "free-spoken-digit-dataset-master.zip" in message
-    assert (
-        str(tmp_path / "elsewhere" / "free-spoken-digit-dataset-master" / "recordings") in message
-    )
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "ESC-50-master.zip").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a valid archive"):
-        prepare_esc50(tmp_path / "broken")
-    assert [p.name for p in (tmp_path / "broken").iterdir()] == ["ESC-50-master.zip"]
+    assert f"expected sha256 {hashlib.sha256(archive).hexdigest()}, found " in message
+    (aside,) = _rejected(tmp_path / "again", "speech_commands_v0.02.tar.gz")
+    assert str(aside) in message and aside.read_bytes() == server.files["/sc.tgz"]
+    assert [p.name for p in (tmp_path / "again").iterdir()] == [aside.name]
+
+
+# --- unpacking refuses members that would land outside the target ------------------------------
+
+
+def _tar_member(name: str, kind=tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+UNSAFE_TAR = {
+    "absolute path": _tar_member("/tmp/ssast-teach-evil.txt"),
+    "dot-dot": _tar_member("top/../../evil.txt"),
+    "symlink out": _tar_member("top/link", tarfile.SYMTYPE, "../../outside"),
+    "hardlink": _tar_member("top/hard", tarfile.LNKTYPE, "/etc/passwd"),
+    "device": _tar_member("top/dev", tarfile.CHRTYPE),
+}
+
+
+@pytest.mark.parametrize("with_python_filter", [True, False], ids=["filter", "no-filter"])
+@pytest.mark.parametrize("case", list(UNSAFE_TAR))
+def test_unsafe_tar_members_are_refused(case, with_python_filter, tmp_path, monkeypatch):
+    if not with_python_filter:  # as on a Python without tarfile's data filter
+        monkeypatch.setattr(datasets, "_TAR_FILTER", {})
+    archive = tmp_path / "a" / "evil.tar"
+    archive.parent.mkdir()
+    bad = UNSAFE_TAR[case]
+    with tarfile.open(archive, "w") as t:
+        ok = tarfile.TarInfo("top/ok.txt")
+        ok.size = 2
+        t.addfile(ok, io.BytesIO(b"ok"))
+        t.addfile(bad, io.BytesIO(b"") if bad.isreg() else None)
+    into = tmp_path / "a" / "into"
+    with pytest.raises(UnsafeArchiveError) as info:
+        datasets._extract(archive, into)
+    assert str(archive) in str(info.value) and repr(bad.name) in str(info.value)
+    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/ssast-teach-evil.txt").exists()
+
+
+def _zip_symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (0o120777) << 16  # S_IFLNK: what `zip --symlinks` writes
+    return info, target.encode()
+
+
+UNSAFE_ZIP = {
+    "absolute path": (zipfile.ZipInfo("/tmp/ssast-teach-evil.txt"), b"x"),
+    "dot-dot": (zipfile.ZipInfo("top/../../evil.txt"), b"x"),
+    "backslash dot-dot": (zipfile.ZipInfo("top\\..\\..\\evil.txt"), b"x"),
+    "symlink out": _zip_symlink("top/link", "../../outside"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSAFE_ZIP))
+def test_unsafe_zip_members_are_refused(case, tmp_path):
+    archive = tmp_path / "a" / "evil.zip"
+    archive.parent.mkdir()
+    info, data = UNSAFE_ZIP[case]
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("top/ok.txt", b"ok")
+        z.writestr(info, data)
+    into = tmp_path / "a" / "into"
+    with pytest.raises(UnsafeArchiveError) as err:
+        datasets._extract(archive, into)
+    assert str(archive) in str(err.value) and repr(info.filename) in str(err.value)
+    assert not into.exists() or not any(into.rglob("*"))  # checked before anything is written
+
+
+def test_an_unsafe_download_is_refused_and_moved_aside(tmp_path, monkeypatch, caplog):
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w:gz") as t:
+        t.addfile(_tar_member("yes/link", tarfile.SYMTYPE, "/etc/passwd"))
+    archive = evil.getvalue()
+    with FileServer({"/sc.tgz": archive}) as server:
+        _pin_speech_commands(monkeypatch, archive, server.url("/sc.tgz"))
+        (tmp_path / "speech_commands_v0.02.tar.gz").write_bytes(archive)
+        with pytest.raises(UnsafeArchiveError, match="'yes/link' is a symlink") as info:
+            prepare_speechcommands_v2(tmp_path)
+    # The archive already there was refused (and kept), then the download (refused too).
+    assert "'yes/link' is a symlink" in caplog.text
+    assert len(_rejected(tmp_path, "speech_commands_v0.02.tar.gz")) == 2
+    assert server.requests == ["/sc.tgz"]
+    assert str(tmp_path / "speech_commands_v0.02.tar.gz") in str(info.value)
+    assert not (tmp_path / "speech_commands_v0.02").exists()
+    assert not list(tmp_path.glob(".*extracting"))

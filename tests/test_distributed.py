@@ -11,14 +11,24 @@ shared by all keys) and the cpredlayer biases (the InfoNCE softmax ignores a shi
 predictions; the first layer's bias almost). There the gradient is rounding noise, and Adam,
 which divides by its running size, turns noise into full-size steps in either run. Those
 tensors are only bounded by the sum of the step sizes (lr per step).
+
+Downloads under torchrun: process 0 fetches a checkpoint and a dataset from a local server while
+process 1 waits, then both use the same verified files; a failure of process 0 stops process 1
+without it fetching anything.
 """
 
+import hashlib
+import io
+import json
 import os
 import subprocess
 import sys
+import textwrap
+import zipfile
 
 import pytest
 import torch
+from local_http import FileServer
 
 from ssast_teach.checkpoints import load_state_dict
 from ssast_teach.pretrain import PretrainConfig, pretrain
@@ -49,3 +59,65 @@ def test_two_processes_match_one(tmp_path):
             assert (other - value).abs().max() <= 2 * lr_sum, key
             continue
         torch.testing.assert_close(other, value, rtol=1e-4, atol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+
+
+# Run by each process: download one checkpoint and prepare FSDD (a two-file fake pinned by a
+# fake manifest), both from the local server, then a checkpoint the server does not have.
+_DOWNLOADER = textwrap.dedent("""
+    import dataclasses, json, os, sys
+    import torch.distributed as dist
+    from ssast_teach import checkpoints, datasets
+    from ssast_teach.download import DownloadError, sha256_of
+
+    dist.init_process_group("gloo")
+    rank, out, base = dist.get_rank(), sys.argv[1], os.environ["BASE_URL"]
+    manifest = json.loads(os.environ["MANIFEST"])
+    datasets._pinned = lambda name: manifest
+    name = "SSAST-Tiny-Patch-400"
+    entry = checkpoints.REGISTRY[name]
+    checkpoints.REGISTRY[name] = dataclasses.replace(entry, url=base + "/tiny.pth")
+    path = checkpoints.download(name, f"{out}/cache", progress=False)
+    splits = datasets.prepare_fsdd(f"{out}/data")
+    checkpoints.REGISTRY[name] = dataclasses.replace(entry, url=base + "/missing.pth")
+    try:
+        checkpoints.download(name, f"{out}/other", progress=False)
+        error = None
+    except DownloadError as err:
+        error = str(err)
+    result = {"path": str(path), "sha256": sha256_of(path), "error": error,
+              "clips": sorted(item["wav"] for s in splits.values() for item in s.items)}
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump(result, f)
+    dist.destroy_process_group()
+""")
+
+
+@pytest.mark.distributed
+def test_one_process_downloads_the_others_wait(tmp_path):
+    payload = os.urandom(50_000)
+    commit = "0" * 40
+    recordings = {f"recordings/{d}_x_{d}.wav": bytes([d]) * 100 for d in (1, 9)}
+    blobs = {p: hashlib.sha1(b"blob 100\0" + d).hexdigest() for p, d in recordings.items()}
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        for p, d in recordings.items():
+            z.writestr(f"fsdd-{commit}/{p}", d)
+    script = tmp_path / "downloader.py"
+    script.write_text(_DOWNLOADER)
+    files = {"/tiny.pth": payload, f"/o/fsdd/archive/{commit}.zip": zipped.getvalue()}
+    with FileServer(files) as server:
+        manifest = {"repository": server.url("/o/fsdd"), "commit": commit, "files": blobs}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+               "BASE_URL": server.url(), "MANIFEST": json.dumps(manifest)}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--standalone", str(script), str(tmp_path)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # One request each: process 1 fetched nothing, not even the missing file.
+    assert sorted(server.requests) == sorted([*files, "/missing.pth"])
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["path"] == ranks[1]["path"] == str(tmp_path / "cache/SSAST-Tiny-Patch-400.pth")
+    assert ranks[0]["sha256"] == ranks[1]["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert ranks[0]["clips"] == ranks[1]["clips"] and len(ranks[0]["clips"]) == 2
+    assert "404" in ranks[0]["error"]
+    assert "process 0 could not get checkpoint SSAST-Tiny-Patch-400" in ranks[1]["error"]

@@ -1,13 +1,23 @@
-"""download_file against a local HTTP server: resume, interruption, checksums, offline."""
+"""download_file against a local HTTP server: resume, interruption, checksums, offline; the
+checkpoint cache's size/sha256 record; moving bad files aside; rank_zero_first alone."""
 
+import dataclasses
 import hashlib
+import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ssast_teach.download import DownloadError, download_file
+from ssast_teach import checkpoints
+from ssast_teach.download import (
+    DownloadError,
+    IntegrityError,
+    download_file,
+    move_aside,
+    rank_zero_first,
+)
 
 PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -82,12 +92,30 @@ def test_existing_file_needs_no_network(tmp_path):
     assert download_file("http://127.0.0.1:9/x", dest, sha256=SHA, progress=False) == dest
 
 
-def test_existing_file_with_wrong_checksum_is_kept_and_reported(tmp_path):
+def test_existing_file_with_wrong_checksum_is_moved_aside_and_downloaded_again(server, tmp_path):
     dest = tmp_path / "model.pth"
     dest.write_bytes(b"mine")
-    with pytest.raises(DownloadError, match="exists but its sha256"):
-        download_file("http://127.0.0.1:9/x", dest, sha256=SHA, progress=False)
-    assert dest.read_bytes() == b"mine"
+    download_file(server.url, dest, sha256=SHA, progress=False)
+    assert dest.read_bytes() == PAYLOAD and server.ranges == [None]
+    (aside,) = tmp_path.glob("model.pth.rejected-*")
+    assert aside.read_bytes() == b"mine"  # never deleted
+
+
+def test_existing_file_with_wrong_size_is_moved_aside_without_hashing(server, tmp_path):
+    dest = tmp_path / "model.pth"
+    dest.write_bytes(PAYLOAD[:-1])
+    download_file(server.url, dest, size=len(PAYLOAD), progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert [p.read_bytes() for p in tmp_path.glob("model.pth.rejected-*")] == [PAYLOAD[:-1]]
+
+
+def test_move_aside_never_overwrites(tmp_path):
+    names = []
+    for text in ("one", "two", "three"):
+        (tmp_path / "f").write_text(text)
+        names.append(move_aside(tmp_path / "f"))
+    assert [p.read_text() for p in names] == ["one", "two", "three"]
+    assert len(set(names)) == 3 and not (tmp_path / "f").exists()
 
 
 def test_resume_from_partial(server, tmp_path):
@@ -132,12 +160,15 @@ def test_interrupted_download_keeps_part_and_resumes(server, tmp_path):
     assert dest.read_bytes() == PAYLOAD and not part.exists()
 
 
-def test_checksum_mismatch_leaves_nothing(server, tmp_path):
+def test_checksum_mismatch_moves_the_download_aside(server, tmp_path):
     dest = tmp_path / "model.pth"
-    with pytest.raises(DownloadError, match="Checksum mismatch"):
+    with pytest.raises(IntegrityError, match="Checksum mismatch") as info:
         download_file(server.url, dest, sha256="0" * 64, progress=False)
+    assert f"expected sha256 {'0' * 64}, found {SHA}" in str(info.value)
     assert not dest.exists()
     assert not dest.with_suffix(".pth.part").exists()
+    (aside,) = tmp_path.glob("model.pth.rejected-*")
+    assert aside.read_bytes() == PAYLOAD and str(aside) in str(info.value)
 
 
 def test_content_length_mismatch_raises(server, tmp_path):
@@ -176,15 +207,74 @@ def test_offline_names_url_and_destination(tmp_path):
     assert not dest.exists()
 
 
-def test_registry_download_into_cache(server, tmp_path, monkeypatch):
-    import dataclasses
+# --- the checkpoint cache: size and sha256 recorded at the first download ---------------------
 
-    from ssast_teach import checkpoints
+NAME = "SSAST-Tiny-Patch-400"
 
-    name = "SSAST-Tiny-Patch-400"
-    entry = dataclasses.replace(checkpoints.REGISTRY[name], url=server.url)
-    monkeypatch.setitem(checkpoints.REGISTRY, name, entry)
+
+@pytest.fixture
+def cache(server, tmp_path, monkeypatch):
+    """The registry entry NAME served by ``server``, cached in tmp_path/cache."""
+    entry = dataclasses.replace(checkpoints.REGISTRY[NAME], url=server.url)
+    monkeypatch.setitem(checkpoints.REGISTRY, NAME, entry)
     monkeypatch.setenv("SSAST_TEACH_CACHE", str(tmp_path / "cache"))
-    path = checkpoints.download(name, progress=False)
-    assert path == tmp_path / "cache" / entry.filename
-    assert path.read_bytes() == PAYLOAD
+    return tmp_path / "cache"
+
+
+def test_registry_download_records_size_and_sha256(server, cache):
+    path = checkpoints.download(NAME, progress=False)
+    assert path == cache / f"{NAME}.pth" and path.read_bytes() == PAYLOAD
+    record = json.loads((cache / f"{NAME}.pth.json").read_text())
+    assert record == {"url": server.url, "size": len(PAYLOAD), "sha256": SHA}
+    assert checkpoints.download(NAME, progress=False) == path
+    assert checkpoints._resolve(NAME, fetch=False) == path
+    assert server.ranges == [None]  # later uses only verify
+
+
+def test_tampered_cached_checkpoint_is_refused(server, cache):
+    path = checkpoints.download(NAME, progress=False)
+    path.write_bytes(b"x" + PAYLOAD[1:])  # same size, other bytes
+    with pytest.raises(checkpoints.CheckpointNotFoundError) as info:
+        checkpoints._resolve(NAME, fetch=False)
+    assert f"expected sha256 {SHA}, found " in str(info.value)
+    (aside,) = cache.glob(f"{NAME}.pth.rejected-*")
+    assert aside.read_bytes()[:1] == b"x" and str(aside) in str(info.value)
+
+    # download() moves a bad file aside too, then downloads it again and checks it.
+    path.write_bytes(b"short")
+    assert checkpoints.download(NAME, progress=False).read_bytes() == PAYLOAD
+    assert server.ranges == [None, None]
+    assert len(list(cache.glob(f"{NAME}.pth.rejected-*"))) == 2
+
+
+def test_a_new_download_must_match_the_record(server, cache):
+    checkpoints.download(NAME, progress=False).unlink()
+    server.payload = PAYLOAD[::-1]  # the server now sends other bytes
+    with pytest.raises(IntegrityError, match=f"expected 102400 bytes|expected sha256 {SHA}"):
+        checkpoints.download(NAME, progress=False)
+    assert not (cache / f"{NAME}.pth").exists()
+    (aside,) = cache.glob(f"{NAME}.pth.rejected-*")
+    assert aside.read_bytes() == PAYLOAD[::-1]
+
+
+def test_a_file_saved_by_hand_is_recorded_and_a_pin_is_checked(server, cache, monkeypatch):
+    cache.mkdir()
+    (cache / f"{NAME}.pth").write_bytes(PAYLOAD)  # no record: the user's own download
+    assert checkpoints._resolve(NAME, fetch=False) == cache / f"{NAME}.pth"
+    assert json.loads((cache / f"{NAME}.pth.json").read_text())["sha256"] == SHA
+    assert checkpoints.download(NAME, sha256=SHA.upper(), progress=False).is_file()
+    assert server.ranges == []
+    # A pin the file does not match: moved aside, fetched again (port 9 is not served).
+    offline = dataclasses.replace(checkpoints.REGISTRY[NAME], url="http://127.0.0.1:9/x")
+    monkeypatch.setitem(checkpoints.REGISTRY, NAME, offline)
+    with pytest.raises(DownloadError, match=f"Its sha256 must be {'0' * 64}"):
+        checkpoints.download(NAME, sha256="0" * 64, progress=False)
+    (aside,) = cache.glob(f"{NAME}.pth.rejected-*")
+    assert aside.read_bytes() == PAYLOAD
+
+
+def test_rank_zero_first_is_a_no_op_without_a_process_group():
+    ran = []
+    with rank_zero_first("anything"):
+        ran.append(1)
+    assert ran == [1]

@@ -119,7 +119,7 @@ def test_crop_mistakes():
 
 def test_info_nce_mistakes():
     with pytest.raises(ExerciseError, match="Eq. 1"):
-        ch05.check_info_nce(lambda p, t: info_nce_loss(p, t, paper_softmax=True)[1])
+        ch05.check_info_nce(lambda p, t: info_nce_loss(p, t, softmax_quirk=False)[1])
     with pytest.raises(ExerciseError, match="minus sign"):
         ch05.check_info_nce(lambda p, t: -info_nce_loss(p, t)[1])
     with pytest.raises(ExerciseError, match="should be a torch.Tensor"):
@@ -134,7 +134,7 @@ def test_accuracy_mistakes():
     with pytest.raises(ExerciseError, match="raw S"):
         ch05.check_masked_accuracy(raw_argmax)
     with pytest.raises(ExerciseError, match="paper"):
-        ch05.check_masked_accuracy(lambda p, t: info_nce_loss(p, t, paper_softmax=True)[0])
+        ch05.check_masked_accuracy(lambda p, t: info_nce_loss(p, t, softmax_quirk=False)[0])
 
 
 def test_masked_mse_mistakes():

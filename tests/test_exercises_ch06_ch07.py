@@ -8,7 +8,7 @@ import torch
 from ssast_teach.exercises import ExerciseError, ch06, ch07
 from ssast_teach.finetune import FinetuneConfig, average_precision, confusion_matrix, param_groups
 from ssast_teach.patches import fold_patches
-from ssast_teach.training import official_warmup_lr
+from ssast_teach.training import warmup_lr
 
 # ------------------------------------------------------------------ correct answers pass
 
@@ -29,7 +29,7 @@ def probe_ok(model):
 
 @pytest.mark.parametrize("hidden", [False, True])
 def test_library_answers_pass(hidden, capsys):
-    ch06.check_warmup_lr(official_warmup_lr, hidden=hidden)
+    ch06.check_warmup_lr(warmup_lr, hidden=hidden)
     ch06.check_joint_step_loss(joint_ok, hidden=hidden)
     ch06.check_fill_and_fold(fill_ok, hidden=hidden)
     ch07.check_average_precision(average_precision, hidden=hidden)

@@ -262,7 +262,7 @@ def test_micro_grid_and_command_line(tmp_path, capsys):
     micro = replace(SCALES["ci"], name="ci", input_tdim=32, steps=1, batch_size=2, val_clips=2,
                     esc10_train=10, esc10_test=10, fsdd_train=10, fsdd_test=10)
     threads = torch.get_num_threads()
-    results = ablations.run_grid(micro, work_dir=tmp_path, runs=["frame", "scratch"], log=None)
+    results = ablations.run_grid(micro, work_dir=tmp_path, runs=["frame", "scratch"])
     assert torch.get_num_threads() == threads  # pinned to 1 for the grid only
     assert results["provenance"]["torch_threads"] == 1
     assert [r["name"] for r in results["runs"]] == ["frame", "scratch"]

@@ -10,7 +10,6 @@ from ssast_teach.finetune import (
     FinetuneConfig,
     accuracy,
     average_precision,
-    build_model,
     confusion_matrix,
     finetune,
     mean_average_precision,
@@ -57,13 +56,13 @@ def test_pretrained_weights_are_used(pretrained):
     from ssast_teach.checkpoints import load_state_dict
 
     sd = load_state_dict(pretrained)
-    model = build_model(_ci(), 4, pretrained)
+    model = ft._model(_ci(), 4, pretrained)
     assert torch.equal(model.v.blocks[0].attn.qkv.weight, sd["v.blocks.0.attn.qkv.weight"])
     assert torch.equal(model.v.patch_embed.proj.weight, sd["v.patch_embed.proj.weight"])
 
 
 def test_linear_probe_leaves_the_encoder_unchanged(tmp_path, pretrained):
-    before = build_model(_ci(), 4, pretrained).state_dict()
+    before = ft._model(_ci(), 4, pretrained).state_dict()
     model, _, results = finetune(_ci(linear_probe=True), pretrained=pretrained, out_dir=tmp_path)
     after = model.state_dict()
     for key, value in before.items():
@@ -76,7 +75,7 @@ def test_linear_probe_leaves_the_encoder_unchanged(tmp_path, pretrained):
 
 def test_head_lr_factor_in_param_groups(pretrained):
     config = _ci(lr=1e-4, head_lr=5)
-    model = build_model(config, 4, pretrained)
+    model = ft._model(config, 4, pretrained)
     groups = param_groups(model, config)
     assert [g["lr"] for g in groups] == [1e-4, 5e-4]
     head = {id(p) for p in model.mlp_head.parameters()}
@@ -89,7 +88,7 @@ def test_multisteplr_milestones_and_per_epoch_decay(tmp_path):
     _, history, _ = finetune(config, out_dir=tmp_path)
     # the lr each epoch trained with: milestones range(2, 1000, 1) -> decay after epoch 2
     assert [r["lr"] for r in history.where("epoch")] == pytest.approx([1e-3, 1e-3, 5e-4])
-    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
     assert state["scheduler"]["milestones"] == {m: 1 for m in range(2, 1000)}
 
 
@@ -131,7 +130,7 @@ def test_accuracy_and_confusion_matrix():
 
 def test_patch_shape_mismatch_is_an_error(pretrained):
     with pytest.raises(ValueError, match="patch shape"):
-        build_model(_ci(fshape=128, tshape=2, fstride=128, tstride=1), 4, pretrained)
+        ft._model(_ci(fshape=128, tshape=2, fstride=128, tstride=1), 4, pretrained)
 
 
 def test_bad_configs():

@@ -51,10 +51,10 @@ def test_accuracy_is_column_argmax_of_row_softmax_not_of_raw_scores():
     assert nce.item() == pytest.approx(math.log(1 + math.exp(-1)))
 
 
-def test_paper_softmax_normalises_each_prediction_over_targets():
+def test_corrected_softmax_normalises_each_prediction_over_targets():
     scores = [[[10.0, 9.0], [0.0, 1.0]]]
     pred, target = from_scores(scores)
-    acc, nce = info_nce_loss(pred, target, paper_softmax=True)
+    acc, nce = info_nce_loss(pred, target, softmax_quirk=False)
     # S^T = [[10, 0], [9, 1]]: -log p = log(1 + e^-10) and 8 + log(1 + e^-8)
     expected = (math.log(1 + math.exp(-10)) + 8 + math.log(1 + math.exp(-8))) / 2
     assert nce.item() == pytest.approx(expected)
@@ -70,7 +70,7 @@ def test_three_patches_two_clips_match_numpy_loop():
     assert acc.item() == pytest.approx(ref_acc)
     assert nce.item() == pytest.approx(ref_nce)
     paper_acc, paper_nce = info_nce_loss(
-        torch.from_numpy(pred), torch.from_numpy(target), paper_softmax=True
+        torch.from_numpy(pred), torch.from_numpy(target), softmax_quirk=False
     )
     # paper form == official form with the roles of pred and target swapped
     ref_acc, ref_nce = numpy_official(target, pred)

@@ -168,10 +168,10 @@ def test_forward_task_names_route_to_mpc_and_mpg(mini):
         mini(x, task="pretrain_mpc")
 
 
-def test_paper_softmax_changes_nce(mini):
+def test_softmax_quirk_changes_nce(mini):
     x = torch.randn(2, 128, 128)
     ids = random_mask_ids(2, mini.grid.num_patches, 10)
-    assert mini.mpc(x, ids)[1] != mini.mpc(x, ids, paper_softmax=True)[1]
+    assert mini.mpc(x, ids)[1] != mini.mpc(x, ids, softmax_quirk=False)[1]
 
 
 def test_bad_inputs_are_clear_errors(mini):
@@ -210,7 +210,7 @@ def test_single_class_token_backbone(monkeypatch):
     acc, nce = model.mpc(x, ids)
     assert torch.isfinite(nce) and torch.isfinite(model.mpg(x, ids))
     ft = SSASTModel.for_finetuning(
-        model.state_dict(), 5, input_tdim=64, pooling="cls", fstride=16, tstride=16
+        model.state_dict(), n_classes=5, input_tdim=64, pooling="cls", fstride=16, tstride=16
     )
     assert ft.config.size == "mini_nokd" and ft(x).shape == (2, 5)
     torch.testing.assert_close(ft.embed(x, "cls"), ft.tokens(x)[:, 0])
@@ -307,7 +307,7 @@ def test_finetuning_equals_the_official_construction(case, task):
     sd = module_prefixed(pre)
     pooling = task.removeprefix("ft_")
     ft = SSASTModel.for_finetuning(
-        sd, 35, fshape, tshape, fstride, tstride, input_tdim=tdim, pooling=pooling
+        sd, n_classes=35, fstride=fstride, tstride=tstride, input_tdim=tdim, pooling=pooling
     )
     randomise(ft.mlp_head)
     v, mlp_head = official_finetuning_model(
@@ -331,8 +331,8 @@ def test_finetuning_equals_the_official_construction(case, task):
 
 def test_finetuning_accepts_state_dicts_with_or_without_module_prefix(mini):
     sd = module_prefixed(mini)
-    a = SSASTModel.for_finetuning(sd, 3, input_tdim=100)
-    b = SSASTModel.for_finetuning(strip_module_prefix(sd), 3, input_tdim=100)
+    a = SSASTModel.for_finetuning(sd, n_classes=3, input_tdim=100)
+    b = SSASTModel.for_finetuning(strip_module_prefix(sd), n_classes=3, input_tdim=100)
     b.mlp_head.load_state_dict(a.mlp_head.state_dict())
     x = torch.randn(2, 100, 128)
     assert torch.equal(a(x), b(x))
@@ -349,9 +349,14 @@ def test_from_pretrained_state_dict_infers_everything(mini):
     assert SSASTModel.from_pretrained_state_dict(frame.state_dict()).config == frame.config
 
 
-def test_finetuning_rejects_another_patch_shape(mini):
-    with pytest.raises(ValueError, match="patch shape of pretraining and fine-tuning"):
-        SSASTModel.for_finetuning(module_prefixed(mini), 3, fshape=128, tshape=2)
+def test_finetuning_builder_takes_keywords_and_leaves_its_input_alone(mini):
+    with pytest.raises(TypeError):
+        SSASTModel.for_finetuning(module_prefixed(mini), 3)  # n_classes is keyword-only
+    before = {k: v.clone() for k, v in mini.state_dict().items()}
+    ft = SSASTModel.for_finetuning(mini, n_classes=3)  # a model works as well as a state dict
+    assert ft.config == SSASTConfig("mini", 16, 16, 10, 10, 128, mini.config.input_tdim)
+    assert all(torch.equal(v, before[k]) for k, v in mini.state_dict().items())
+    assert ft.v is not mini.v
 
 
 def test_partial_or_foreign_state_dicts_are_refused(mini):
@@ -366,7 +371,7 @@ def test_partial_or_foreign_state_dicts_are_refused(mini):
         SSASTModel.from_pretrained_state_dict(bad)
     no_size = {k: v for k, v in sd.items() if k != "p_input_tdim"}
     with pytest.raises(ValueError, match="p_input_tdim"):
-        SSASTModel.for_finetuning(no_size, 3)
+        SSASTModel.for_finetuning(no_size, n_classes=3)
     odd = {**sd, "v.patch_embed.proj.weight": torch.zeros(48, 1, 16, 16)}
     with pytest.raises(ValueError, match="embed_dim=48"):
         SSASTModel.from_pretrained_state_dict(odd)
@@ -391,7 +396,7 @@ def pos_embed_of(p_f_dim, p_t_dim, cls_token_num=2, d=6):
 @pytest.mark.parametrize("quirks", [True, False])
 def test_adapt_pos_embed_shapes_and_class_tokens(p_grid, grid, quirks):
     pos = pos_embed_of(*p_grid)
-    new = adapt_pos_embed(pos, 2, *p_grid, *grid, official_quirks=quirks)
+    new = adapt_pos_embed(pos, 2, *p_grid, *grid, pos_embed_quirk=quirks)
     assert new.shape == (1, 2 + grid[0] * grid[1], pos.shape[2])
     assert torch.equal(new[:, :2], pos[:, :2])
 
@@ -412,12 +417,12 @@ def test_eight_row_time_interpolation_quirk():
     pos = pos_embed_of(8, 16)
     torch.testing.assert_close(
         adapt_pos_embed(pos, 2, 8, 16, 8, 20),
-        adapt_pos_embed(pos, 2, 8, 16, 8, 20, official_quirks=False),
+        adapt_pos_embed(pos, 2, 8, 16, 8, 20, pos_embed_quirk=False),
     )
     # ... but with 4 rows (16x16 patches on 64 bins) the detour through 8 rows blurs frequency
     pos = pos_embed_of(4, 8)
     quirky = adapt_pos_embed(pos, 2, 4, 8, 4, 16)
-    fixed = adapt_pos_embed(pos, 2, 4, 8, 4, 16, official_quirks=False)
+    fixed = adapt_pos_embed(pos, 2, 4, 8, 4, 16, pos_embed_quirk=False)
     assert quirky.shape == fixed.shape == (1, 2 + 64, 6)
     assert not torch.allclose(quirky, fixed)
     image = pos[:, 2:].transpose(1, 2).reshape(1, 6, 4, 8)
@@ -430,12 +435,12 @@ def test_frequency_crop_quirk_uses_t_dim():
     # f_dim = t_dim: "+ t" and "+ f" are the same crop, rows 2..5
     torch.testing.assert_close(
         adapt_pos_embed(pos, 2, 8, 64, 4, 4),
-        adapt_pos_embed(pos, 2, 8, 64, 4, 4, official_quirks=False),
+        adapt_pos_embed(pos, 2, 8, 64, 4, 4, pos_embed_quirk=False),
     )
     # f_dim = 4 < t_dim = 10: the official crop takes rows 2..7 (6 rows) and cannot be reshaped
-    with pytest.raises(ValueError, match="official_quirks=False"):
+    with pytest.raises(ValueError, match="pos_embed_quirk=False"):
         adapt_pos_embed(pos, 2, 8, 64, 4, 10)
-    fixed = adapt_pos_embed(pos, 2, 8, 64, 4, 10, official_quirks=False)
+    fixed = adapt_pos_embed(pos, 2, 8, 64, 4, 10, pos_embed_quirk=False)
     image = pos[:, 2:].transpose(1, 2).reshape(1, 6, 8, 64)
     expected = image[:, :, 2:6, 27:37]
     torch.testing.assert_close(fixed[:, 2:], expected.reshape(1, 6, 40).transpose(1, 2))
@@ -449,7 +454,7 @@ def test_adapt_pos_embed_checks_its_input():
 # --------------------------------------------------------------------------- embeddings
 @pytest.fixture
 def finetuned(mini):
-    return SSASTModel.for_finetuning(module_prefixed(mini), 4, input_tdim=64)
+    return SSASTModel.for_finetuning(module_prefixed(mini), n_classes=4, input_tdim=64)
 
 
 def test_pooling_avgtok_and_cls(finetuned):

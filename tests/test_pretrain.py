@@ -8,7 +8,7 @@ from ssast_teach import pretrain as pt
 from ssast_teach.checkpoints import load_pretrained
 from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, pretrain
-from ssast_teach.training import NonFiniteLossError, load_train_checkpoint, official_warmup_lr
+from ssast_teach.training import NonFiniteLossError, load_train_checkpoint, warmup_lr
 
 
 def _ci(**overrides):
@@ -130,7 +130,7 @@ def test_warmup_follows_the_official_staircase(tmp_path):
     lrs = [r["lr"] for r in history.where("step")]
     expected, lr = [], None
     for step in range(len(lrs)):
-        lr = official_warmup_lr(step, 1e-3, 4, 2) if step % 2 == 0 and step <= 4 else lr
+        lr = warmup_lr(step, 1e-3, 4, 2) if step % 2 == 0 and step <= 4 else lr
         expected.append(lr)
     assert lrs == pytest.approx(expected)
     assert lrs[0] == 0.0  # official: the first warmup_every steps run at lr 0
@@ -176,5 +176,11 @@ def test_cli(tmp_path, capsys):
         pt.main(["--scale", "ci", "--out", str(tmp_path), "--fstride", "10"])
     with pytest.raises(SystemExit):
         pt.main(["--scale", "galactic", "--out", str(tmp_path)])
-    pt.main(["--scale", "ci", "--out", str(tmp_path), "--epochs", "1", "--precision", "fp32"])
+    pt.main(["--scale", "ci", "--out", str(tmp_path), "--epochs", "1", "--precision", "fp32",
+             "--correct", "softmax", "warmup"])
     assert (tmp_path / "history.json").is_file() and (tmp_path / "pretrained.pth").is_file()
+    config = load_train_checkpoint(tmp_path)["config"]
+    assert (config["softmax_quirk"], config["warmup_quirk"]) == (False, False)
+    assert "pretraining done in" in capsys.readouterr().out  # the CLI shows the library's log
+    with pytest.raises(SystemExit):
+        pt.main(["--scale", "ci", "--out", str(tmp_path), "--correct", "ce_target"])  # finetune's

@@ -16,8 +16,8 @@ from ssast_teach.training import (
     epoch_batches,
     fit,
     load_train_checkpoint,
-    official_warmup_lr,
     resolve_precision,
+    warmup_lr,
 )
 
 
@@ -143,12 +143,12 @@ def test_resume_refuses_another_data_order(tmp_path):
 
 def test_official_warmup_formula():
     # traintest_mask.py: at global_step <= 1000 and global_step % 50 == 0, lr = step/1000 * lr
-    assert official_warmup_lr(0, 1e-4) == 0.0
-    assert official_warmup_lr(1, 1e-4) is None
-    assert official_warmup_lr(50, 1e-4) == pytest.approx(5e-6)
-    assert official_warmup_lr(500, 5e-4) == pytest.approx(2.5e-4)
-    assert official_warmup_lr(1000, 1e-4) == pytest.approx(1e-4)
-    assert official_warmup_lr(1050, 1e-4) is None
+    assert warmup_lr(0, 1e-4) == 0.0
+    assert warmup_lr(1, 1e-4) is None
+    assert warmup_lr(50, 1e-4) == pytest.approx(5e-6)
+    assert warmup_lr(500, 5e-4) == pytest.approx(2.5e-4)
+    assert warmup_lr(1000, 1e-4) == pytest.approx(1e-4)
+    assert warmup_lr(1050, 1e-4) is None
 
 
 def test_precision_choice(monkeypatch):
@@ -172,3 +172,66 @@ def test_metrics_history_series_and_plot():
     assert len(h.where("eval")) == 1
     ax = h.plot("loss", kind="step")
     assert len(ax.lines) == 1
+
+
+def test_corrected_warmup_sets_the_lr_at_every_step():
+    got = [warmup_lr(step, 1e-3, 4, 2, warmup_quirk=False) for step in range(6)]
+    assert got[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and got[4:] == [None, None]
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
+def _touch(path):
+    open(path, "w").close()
+
+
+def _hostile_run_dir(tmp_path):
+    """A run directory whose train_state.pt holds a pickle that would create ``marker``."""
+    run = tmp_path / "handed_to_you"
+    run.mkdir()
+    marker = tmp_path / "payload_ran"
+    payload = {"format": training.TRAIN_STATE_FORMAT, "config": {"seed": 0, "batch_size": 4},
+               "model": {}, "state": {"step": 0, "epoch": 0, "batch": 0, "extra": {}},
+               "rng": _RunsCode(marker), "history": [], "optimizer": {}, "scheduler": None}
+    torch.save(payload, run / training.CHECKPOINT_NAME)
+    return run, marker
+
+
+@pytest.mark.parametrize("trainer", ["pretrain", "finetune"])
+def test_hostile_train_state_is_refused_by_both_clis(tmp_path, trainer, capsys):
+    import importlib
+
+    module = importlib.import_module(f"ssast_teach.{trainer}")
+    run, marker = _hostile_run_dir(tmp_path)
+    extra = ["--data", "synthetic"] if trainer == "finetune" else []
+    with pytest.raises(SystemExit, match="refused.*Nothing in it was executed") as info:
+        module.main(["--scale", "ci", *extra, "--out", str(tmp_path / "out"),
+                     "--precision", "fp32", "--resume", str(run)])
+    assert str(run / training.CHECKPOINT_NAME) in str(info.value)
+    assert not marker.exists()
+    with pytest.raises(training.TrainStateError, match="refused"):
+        load_train_checkpoint(run)
+    assert not marker.exists()
+    # The payload is real: the unsafe loader does run it.
+    torch.load(run / training.CHECKPOINT_NAME, weights_only=False)
+    assert marker.exists()
+
+
+def test_train_state_holds_only_tensors_and_plain_values(tmp_path):
+    run = _toy_run(tmp_path, epochs=1)
+    _fit(run)
+    payload = torch.load(tmp_path / training.CHECKPOINT_NAME, weights_only=True)
+    assert payload["format"] == training.TRAIN_STATE_FORMAT
+    assert isinstance(payload["rng"]["numpy"][1], torch.Tensor)
+    with pytest.raises(training.TrainStateError, match="not an ssast_teach training checkpoint"):
+        torch.save({"format": "something/1"}, tmp_path / "other.pt")
+        load_train_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / training.CHECKPOINT_NAME).read_bytes()[:100])
+    with pytest.raises(training.TrainStateError, match="cut.pt.*truncated"):
+        load_train_checkpoint(tmp_path / "cut.pt")

@@ -54,7 +54,7 @@ def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = 
             (
                 "the paper's Eq. 1 (softmax over targets, dim=-2 of S = x @ c^T); the official "
                 "code normalises each row over the predictions: log_softmax(S, dim=-1)",
-                info_nce_loss(pred, target, paper_softmax=True)[1],
+                info_nce_loss(pred, target, softmax_quirk=False)[1],
             ),
             ("the minus sign is missing: the loss is -mean(log_softmax(S)[i, i])", diag.mean()),
             ("a sum instead of the mean over clips and masked patches", -diag.sum()),
@@ -90,7 +90,7 @@ def check_masked_accuracy(
             (
                 "the paper's softmax dimension (S transposed); the official code uses "
                 "softmax(S, dim=-1) with S = x @ c^T",
-                info_nce_loss(pred, target, paper_softmax=True)[0],
+                info_nce_loss(pred, target, softmax_quirk=False)[0],
             ),
         ]
         check_with_hints("masked_accuracy(pred, target)", got, expected, mistakes, case=case)

@@ -1,6 +1,6 @@
 """Checkers for chapter 06 (pretraining): the warm-up lr, the joint loss of a step, fill-and-fold.
 
-The references are :func:`ssast_teach.training.official_warmup_lr`,
+The references are :func:`ssast_teach.training.warmup_lr`,
 :class:`ssast_teach.pretrain.PretrainObjective` and :func:`ssast_teach.patches.fold_patches`.
 Wrong answers that equal a known mistake (one mask for both objectives, a weight of 1, the
 ``step + 1`` warm-up, ...) are named in the message.
@@ -14,18 +14,18 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ssast_teach import training
 from ssast_teach.exercises import ExerciseError, call_student, check_with_hints, passed
 from ssast_teach.masking import cluster_mask, frame_mask
 from ssast_teach.model import SSASTModel
 from ssast_teach.patches import PatchGrid, fold_patches
 from ssast_teach.pretrain import PretrainConfig, PretrainObjective
-from ssast_teach.training import official_warmup_lr
 
 # ---------------------------------------------------------------------------- exercise 1
 
 
 def _warmup_hint(got: object, step: int, base_lr: float, warmup_steps: int, every: int) -> str:
-    expected = official_warmup_lr(step, base_lr, warmup_steps, every)
+    expected = training.warmup_lr(step, base_lr, warmup_steps, every)
     if expected is None:
         if step > warmup_steps:
             return (f"after warm-up (step {step} > warmup_steps={warmup_steps}) the official loop "
@@ -51,7 +51,7 @@ def check_warmup_lr(
         for step in range(warmup_steps + 3 * every + 1):
             case = f"step={step}, base_lr={base_lr:g}, warmup_steps={warmup_steps}, every={every}"
             got = call_student(warmup_lr, step, base_lr, warmup_steps, every, case=case)
-            expected = official_warmup_lr(step, base_lr, warmup_steps, every)
+            expected = training.warmup_lr(step, base_lr, warmup_steps, every)
             if expected is None and got is None:
                 continue
             ok = (

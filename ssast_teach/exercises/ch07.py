@@ -105,7 +105,7 @@ def _probe_model(seed: int, input_tdim: int) -> SSASTModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sd = SSASTModel.for_pretraining("mini", input_tdim=input_tdim).state_dict()
-        return SSASTModel.for_finetuning(sd, 5, fstride=16, tstride=16, input_tdim=input_tdim)
+        return SSASTModel.for_finetuning(sd, n_classes=5, fstride=16, tstride=16, input_tdim=input_tdim)
 
 
 def check_linear_probe(

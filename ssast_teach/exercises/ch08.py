@@ -31,8 +31,8 @@ def _mini(fshape: int, tshape: int, input_tdim: int, seed: int, n_classes: int |
     torch.manual_seed(seed)
     model = SSASTModel.for_pretraining("mini", fshape, tshape, 128, input_tdim)
     if n_classes is not None:
-        model = SSASTModel.for_finetuning(model.state_dict(), n_classes, fshape, tshape,
-                                          fshape, tshape, 128, input_tdim)
+        model = SSASTModel.for_finetuning(model.state_dict(), n_classes=n_classes, fstride=fshape,
+                                          tstride=tshape, input_tdim=input_tdim)
     return model.state_dict()
 
 
