@@ -1,12 +1,14 @@
 """ssast-teach: the Self-Supervised Audio Spectrogram Transformer, built step by step.
 
 Imports flow one way, each module importing only modules to its left (chapter in brackets):
-``quirks``, ``download`` (01, 08), ``audio`` (01) -> ``datasets`` (01, 06) -> ``patches`` (02)
--> ``masking`` (03) -> ``losses`` (05) -> ``model`` (04) -> ``checkpoints`` (08) ->
-``training`` (06, 07) -> ``pretrain`` (06) / ``finetune`` (07) -> ``ablations`` (09);
-``exercises``, ``assignments`` and ``bench`` sit on top. ``losses`` comes before ``model``
-because the model's pretraining heads compute the losses; chapter 05 teaches them after the
-encoder of chapter 04. ``tests/test_import_flow.py`` keeps the code to this order.
+``quirks``, ``stats``, ``download`` (01, 08), ``audio`` (01) -> ``datasets`` (01, 06) ->
+``baselines`` -> ``patches`` (02) -> ``masking`` (03) -> ``losses`` (05) -> ``model`` (04) ->
+``checkpoints`` (08) -> ``training`` (06, 07) -> ``pretrain`` (06) / ``finetune`` (07) ->
+``ablations`` (09); ``exercises``, ``assignments``, ``bench`` and ``__main__`` sit on top.
+
+The losses come before the model because its pretraining heads compute them (chapter 05
+teaches them after the encoder of chapter 04); ``tests/test_conventions.py`` keeps the code
+to this order.
 
 Importing the package is cheap: it pulls in no torch code until a module is imported. The
 library logs through ``logging`` (logger ``ssast_teach``); :func:`log_to_stdout` shows its

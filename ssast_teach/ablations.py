@@ -55,7 +55,7 @@ from torch import Tensor
 
 from ssast_teach import __version__, log_to_stdout
 from ssast_teach.audio import FrontEndConfig
-from ssast_teach.checkpoints import REGISTRY, default_cache_dir, load_for_finetuning
+from ssast_teach.checkpoints import REGISTRY, cached, load_for_finetuning
 from ssast_teach.checkpoints import published_results as _published_rows
 from ssast_teach.datasets import (
     DataSplit,
@@ -484,15 +484,14 @@ def probe_checkpoints(
     Commands) and strides equal to its patch shape (no overlap: a quarter of the official
     10x10-stride cost).
     """
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     lengths = {"esc10": 512, "fsdd": 128, **(input_tdim or {})}
     out: dict[str, dict | None] = {}
-    present = {n: folder / REGISTRY[n].filename for n in names}
-    if not any(p.is_file() for p in present.values()):
+    present = {n: cached(n, cache_dir) for n in names}  # verified against their records
+    if not any(present.values()):
         return dict.fromkeys(names)
     inputs = {t: probe_inputs(scale, lengths[t])[t] for t in PROBE_TASKS}
     for name, path in present.items():
-        if not path.is_file():
+        if path is None:
             out[name] = None
             continue
         info = REGISTRY[name]

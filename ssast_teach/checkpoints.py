@@ -65,6 +65,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointSummary",
     "DownloadError",
+    "cached",
     "default_cache_dir",
     "download",
     "export_safetensors",
@@ -305,22 +306,36 @@ def download(
         return path
 
 
+def cached(name: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The cached file of registry entry ``name``, verified as :func:`download` verifies it, or
+    None when it is not in the cache; nothing is downloaded. A cached file that fails its
+    record is moved aside and :class:`CheckpointNotFoundError` says what was expected and found.
+    """
+    info = _info(name)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = folder / info.filename
+    if not path.is_file():
+        return None
+    problem = _check_cached(path, info.url, None)
+    if problem is not None:
+        raise CheckpointNotFoundError(
+            f"{name}: {problem}; run `python -m ssast_teach.checkpoints download {name}` to "
+            "download it again"
+        )
+    return path
+
+
 def _resolve(name_or_path: str | Path, *, fetch: bool) -> Path:
     """A registry name -> its cached, verified file (downloaded if ``fetch``); anything else ->
     a path."""
     if isinstance(name_or_path, str) and name_or_path in REGISTRY:
-        if fetch:
-            return download(name_or_path)
-        info = REGISTRY[name_or_path]
-        cached = default_cache_dir() / info.filename
-        if not cached.is_file():
-            problem = f"not in the cache ({cached})"
-        elif (problem := _check_cached(cached, info.url, None)) is None:
-            return cached
-        raise CheckpointNotFoundError(
-            f"{name_or_path}: {problem}; run "
-            f"`python -m ssast_teach.checkpoints download {name_or_path}` first"
-        )
+        path = download(name_or_path) if fetch else cached(name_or_path)
+        if path is None:
+            raise CheckpointNotFoundError(
+                f"{name_or_path}: not in the cache ({default_cache_dir()}); run "
+                f"`python -m ssast_teach.checkpoints download {name_or_path}` first"
+            )
+        return path
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         raise CheckpointNotFoundError(

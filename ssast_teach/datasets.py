@@ -8,7 +8,8 @@ The official code describes a dataset with two files:
 A :class:`DataSplit` holds both in memory. The shipped course data (``data/``): ESC-10
 (:func:`esc10`), the Free Spoken Digit Dataset (:func:`fsdd`) and a 300-clip Speech Commands
 sample (:func:`speech_commands_mini`); :func:`pretraining_mix` mixes their audio and speech sides
-as the paper mixes AudioSet and LibriSpeech. Datasets without mids get stable made-up ones,
+as the paper mixes AudioSet and LibriSpeech; :func:`evaluation_splits` names the folds every
+model and its baseline are scored on. Datasets without mids get stable made-up ones,
 ``/{dataset}/{class}``, e.g. ``/esc10/dog_bark``. :class:`FbankDataset` turns a split into model
 inputs with :class:`~ssast_teach.audio.FrontEnd`, optionally caching the raw fbanks.
 
@@ -54,6 +55,7 @@ from ssast_teach.download import (
 )
 
 __all__ = [
+    "EVALUATION_SPLITS",
     "DataSplit",
     "FbankDataset",
     "PRETRAIN_MID",
@@ -62,7 +64,9 @@ __all__ = [
     "data_dir",
     "default_cache_dir",
     "esc10",
+    "evaluation_splits",
     "fsdd",
+    "fsdd_speaker",
     "load_datafile",
     "make_synthetic_dataset",
     "prepare_esc50",
@@ -320,6 +324,73 @@ def pretraining_mix(
             rng.shuffle(source)
         items += source
     return DataSplit(f"pretrain_{sources.replace('+', '_')}", items, [(0, PRETRAIN_MID, "Speech")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Named evaluation splits: every model and its baseline are scored on the same folds
+
+EVALUATION_SPLITS = ("esc10_cv", "fsdd_standard", "fsdd_speakers", "speech_commands_mini")
+EvaluationFold = tuple[str, DataSplit, DataSplit]  # (fold_name, train, test)
+
+
+def fsdd_speaker(path: str | Path) -> str:
+    """The speaker of an FSDD recording ``{digit}_{speaker}_{take}.wav``."""
+    match = _FSDD_NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not an FSDD recording name {{digit}}_{{speaker}}_{{take}}.wav")
+    return match.group(2)
+
+
+def _fsdd_by_speaker(recordings: Path) -> list[EvaluationFold]:
+    """Leave one speaker out, for each speaker found in ``recordings`` (sorted)."""
+    every = _fsdd_split(recordings, "all", "fsdd")
+    speakers = sorted({fsdd_speaker(item["wav"]) for item in every.items})
+    folds = []
+    for speaker in speakers:
+        test = [item for item in every.items if fsdd_speaker(item["wav"]) == speaker]
+        train = [item for item in every.items if fsdd_speaker(item["wav"]) != speaker]
+        folds.append((
+            f"speaker_{speaker}",
+            DataSplit(f"fsdd_without_{speaker}", train, every.labels),
+            DataSplit(f"fsdd_speaker_{speaker}", test, every.labels),
+        ))
+    return folds
+
+
+def evaluation_splits(name: str, *, data: str | Path | None = None) -> list[EvaluationFold]:
+    """The folds ``[(fold_name, train, test), ...]`` of a named evaluation on the course data
+    (``data``, default :func:`data_dir`). Score a model and its baseline on the same folds and
+    the test clips pair up one to one (:mod:`ssast_teach.stats`).
+
+    * ``esc10_cv``: 5-fold cross-validation over ESC-10's official folds, each held out once
+      (``fold1`` ... ``fold5``): all 400 clips are tested exactly once. Clips cut from one
+      recording share a fold, so the folds never split a recording.
+    * ``fsdd_standard``: FSDD's own split, takes 0-4 test (one fold, ``standard``). Every
+      speaker is in both sides: it measures new takes of known voices.
+    * ``fsdd_speakers``: leave one speaker out (``speaker_jackson``, ...), over the speakers
+      whose recordings are in ``fsdd/recordings``: a voice never heard in training.
+    * ``speech_commands_mini``: the train clips vs the official test list (one fold,
+      ``test``). The validation list stays out of both sides: the fine-tuning trainer spends it
+      on choosing the epoch, so a baseline trained on it would see 44 clips more than the model
+      it is read against.
+    """
+    root = Path(data) if data is not None else data_dir()
+    if name == "esc10_cv":
+        return [
+            (f"fold{k}", esc10([f for f in ESC10_FOLDS if f != k], root=root / "esc10"),
+             esc10([k], root=root / "esc10"))
+            for k in ESC10_FOLDS
+        ]
+    if name == "fsdd_standard":
+        recordings = root / "fsdd" / "recordings"
+        return [("standard", fsdd("train", root=recordings), fsdd("test", root=recordings))]
+    if name == "fsdd_speakers":
+        return _fsdd_by_speaker(root / "fsdd" / "recordings")
+    if name == "speech_commands_mini":
+        sc = root / "speech_commands_mini"
+        return [("test", speech_commands_mini("train", root=sc),
+                 speech_commands_mini("test", root=sc))]
+    raise ValueError(f"evaluation split name must be one of {EVALUATION_SPLITS}, got {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------

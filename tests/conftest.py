@@ -25,6 +25,21 @@ def needs(available: bool, what: str, how: str) -> None:
     pytest.skip(message)
 
 
+def _touch(path: str) -> None:
+    Path(path).write_text("the pickle ran code")
+
+
+class RunsCode:
+    """Pickled, this object runs code when unpickled: it creates the file ``marker``. Put it in
+    a checkpoint to prove that a loader refuses the file and never runs the payload."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_touch, (self.marker,))
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     import torch

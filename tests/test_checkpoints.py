@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import RunsCode
 from ssast_teach import checkpoints as C
 from ssast_teach.checkpoints import CheckpointError, CheckpointNotFoundError
 
@@ -120,23 +121,11 @@ def test_pretrained_loader_refuses_finetuned_file(tiny_patch, tmp_path):
 # ----------------------------------------------------------------------------- bad files
 
 
-def _touch(path):
-    Path(path).write_text("the pickle ran code")
-
-
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (_touch, (self.marker,))
-
-
 def test_pickle_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "marker.txt"
     path = tmp_path / "evil.pth"
     sd = dict(C.make_official_like("tiny"))
-    sd["module.payload"] = _RunsCode(marker)
+    sd["module.payload"] = RunsCode(marker)
     torch.save(sd, path)
     with pytest.raises(CheckpointError, match="refused.*code") as info:
         C.load_state_dict(path)

@@ -20,6 +20,7 @@ from conftest import DATA, needs
 from ssast_teach import datasets
 from ssast_teach.audio import FrontEndConfig, load_audio
 from ssast_teach.datasets import (
+    EVALUATION_SPLITS,
     PRETRAIN_MID,
     SYNTHETIC_KINDS,
     DataSplit,
@@ -27,7 +28,9 @@ from ssast_teach.datasets import (
     UnsafeArchiveError,
     data_dir,
     esc10,
+    evaluation_splits,
     fsdd,
+    fsdd_speaker,
     load_datafile,
     make_synthetic_dataset,
     prepare_esc50,
@@ -106,6 +109,55 @@ def test_split_sizes(course_data):
         assert "/".join(Path(item["wav"]).parts[-2:]) in test_list
     with pytest.raises(ValueError, match="split"):
         speech_commands_mini("testing")
+
+
+def test_evaluation_splits_test_every_clip_once(course_data):
+    folds = {name: evaluation_splits(name) for name in EVALUATION_SPLITS}
+    counts = {name: [(fold, len(tr), len(te)) for fold, tr, te in f] for name, f in folds.items()}
+    assert counts == {
+        "esc10_cv": [(f"fold{k}", 320, 80) for k in range(1, 6)],
+        "fsdd_standard": [("standard", 1800, 200)],
+        "fsdd_speakers": [(f"speaker_{s}", 1500, 500)
+                          for s in ("jackson", "nicolas", "theo", "yweweler")],
+        "speech_commands_mini": [("test", 205, 51)],
+    }
+    every = {"esc10_cv": esc10(), "fsdd_standard": fsdd("all"), "fsdd_speakers": fsdd("all"),
+             "speech_commands_mini": speech_commands_mini("all")}
+    for name, split_folds in folds.items():
+        tested = Counter(item["wav"] for _, _, test in split_folds for item in test.items)
+        if name in ("esc10_cv", "fsdd_speakers"):  # cross-validation: every clip tested once
+            assert tested == Counter(item["wav"] for item in every[name].items), name
+        else:
+            assert max(tested.values()) == 1, name
+        for _, train, test in split_folds:
+            assert not {i["wav"] for i in train.items} & {i["wav"] for i in test.items}, name
+            assert train.labels == test.labels == every[name].labels, name
+    validation = {i["wav"] for i in speech_commands_mini("validation").items}
+    _, train, test = folds["speech_commands_mini"][0]
+    assert not validation & {i["wav"] for i in train.items + test.items}  # in neither side
+    with pytest.raises(ValueError, match="esc10_cv"):
+        evaluation_splits("esc50_cv")
+
+
+def test_speaker_folds_never_share_a_speaker(course_data):
+    for fold, train, test in evaluation_splits("fsdd_speakers"):
+        speakers = {fsdd_speaker(i["wav"]) for i in test.items}
+        assert speakers == {fold.removeprefix("speaker_")}
+        assert speakers.isdisjoint(fsdd_speaker(i["wav"]) for i in train.items)
+        assert Counter(i["labels"] for i in test.items) == {mid: 50 for _, mid, _ in test.labels}
+    assert fsdd_speaker("/x/7_theo_12.wav") == "theo"
+    with pytest.raises(ValueError, match="not an FSDD recording name"):
+        fsdd_speaker("theo.wav")
+
+
+def test_evaluation_splits_read_the_speakers_present(tmp_path):
+    recordings = tmp_path / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    for name in ("0_ann_0.wav", "1_ann_7.wav", "0_bob_3.wav", "2_cy_9.wav", "notes.txt"):
+        (recordings / name).touch()
+    folds = evaluation_splits("fsdd_speakers", data=tmp_path)
+    assert [(f, len(tr), len(te)) for f, tr, te in folds] == [
+        ("speaker_ann", 2, 2), ("speaker_bob", 3, 1), ("speaker_cy", 3, 1)]
 
 
 def test_data_dir_env_and_missing_folder(tmp_path, monkeypatch):

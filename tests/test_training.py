@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from conftest import RunsCode
 from ssast_teach import training
 from ssast_teach.training import (
     DistEnv,
@@ -179,18 +180,6 @@ def test_corrected_warmup_sets_the_lr_at_every_step():
     assert got[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3]) and got[4:] == [None, None]
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (_touch, (self.marker,))
-
-
-def _touch(path):
-    open(path, "w").close()
-
-
 def _hostile_run_dir(tmp_path):
     """A run directory whose train_state.pt holds a pickle that would create ``marker``."""
     run = tmp_path / "handed_to_you"
@@ -198,7 +187,7 @@ def _hostile_run_dir(tmp_path):
     marker = tmp_path / "payload_ran"
     payload = {"format": training.TRAIN_STATE_FORMAT, "config": {"seed": 0, "batch_size": 4},
                "model": {}, "state": {"step": 0, "epoch": 0, "batch": 0, "extra": {}},
-               "rng": _RunsCode(marker), "history": [], "optimizer": {}, "scheduler": None}
+               "rng": RunsCode(marker), "history": [], "optimizer": {}, "scheduler": None}
     torch.save(payload, run / training.CHECKPOINT_NAME)
     return run, marker
 
