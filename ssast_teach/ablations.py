@@ -19,13 +19,17 @@ run                           paper model     what changes
 ``frame_scratch``             Frame-Scratch   the same, 128x2 frames
 ============================  ==============  ===============================================
 
-Every run pretrains for the same number of steps on the same number of clips. Each model is
-then scored by a **linear probe**: the frozen encoder embeds every clip once (mean of its patch
-tokens, ``SSASTModel.embed``), and a logistic regression on those embeddings is trained on
-ESC-10 folds 1-4 (test fold 5) and on FSDD takes 5-49 (test takes 0-4). The paper fine-tunes
-the whole model; a probe measures the pretrained features alone and costs one forward pass per
-clip. :func:`findings` states which of SPEC 7's five findings held; :func:`kendall_tau` is the
-ranking agreement between the published and the reproduced numbers of one factor.
+Every run pretrains for the same number of steps (speech clips packed end to end, as the
+course's pretraining does), once per seed. Each model is then scored by a **linear probe**
+(:func:`ssast_teach.evaluate.probe`): the frozen encoder embeds every clip once (mean of its
+patch tokens), and the baseline's logistic regression on those embeddings is scored by 5-fold
+cross-validation over ESC-10's folds (400 test clips) and leave-one-speaker-out on FSDD (2000,
+voices the probe has not heard), clip by clip. The paper fine-tunes the whole model; a probe
+measures the pretrained features alone and costs one forward pass per clip.
+:func:`findings` reads SPEC 7's five findings with paired tests on the same clips over the
+seeds (:func:`ssast_teach.stats.compare`): each is "held beyond noise", "inconclusive" or
+"reversed beyond noise"; :func:`kendall_tau` is the ranking agreement between the published
+and the reproduced numbers of one factor.
 
 Command line: ``python -m ssast_teach.ablations --scale classroom --out
 data/results/ablations_classroom.json`` (results JSON with provenance).
@@ -43,30 +47,22 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import timm
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from ssast_teach import __version__, log_to_stdout
-from ssast_teach.audio import FrontEndConfig
-from ssast_teach.checkpoints import REGISTRY, cached, load_for_finetuning
+from ssast_teach.checkpoints import REGISTRY, cached
 from ssast_teach.checkpoints import published_results as _published_rows
-from ssast_teach.datasets import (
-    DataSplit,
-    FbankDataset,
-    esc10,
-    fsdd,
-    pretraining_mix,
-)
-from ssast_teach.datasets import default_cache_dir as fbank_cache_dir
+from ssast_teach.datasets import DataSplit, pretraining_mix
+from ssast_teach.evaluate import Scored, baseline, probe
 from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, pretrain
+from ssast_teach.stats import VERDICTS, compare
 from ssast_teach.training import seed_all, write_json
 
 logger = logging.getLogger(__name__)
@@ -74,6 +70,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ABLATION_CHECKPOINTS",
     "FACTORS",
+    "OFFICIAL_PROBED",
     "RUNS",
     "SCALES",
     "AblationRun",
@@ -84,12 +81,9 @@ __all__ = [
     "factor_agreement",
     "findings",
     "kendall_tau",
-    "linear_probe",
     "load_results",
     "main",
     "probe_checkpoints",
-    "probe_inputs",
-    "probe_model",
     "published_scores",
     "readme_averages",
     "run_grid",
@@ -97,7 +91,8 @@ __all__ = [
 
 AUDIO_TASKS = ("as20k_map", "esc50_acc")  # README "average audio"
 SPEECH_TASKS = ("ks2_acc", "ks1_acc", "sid_acc", "er_acc")  # README "average speech"
-PROBE_TASKS = {"esc10": "audio", "fsdd": "speech"}  # course task -> the README average it stands for
+# course task (an ssast_teach.evaluate task) -> the README average it stands for
+PROBE_TASKS = {"esc10": "audio", "fsdd_speakers": "speech"}
 PAPER_MASKED, PAPER_PATCHES = 400, 512  # the reference: 400 of 512 patches masked
 
 
@@ -147,6 +142,9 @@ FACTORS: dict[str, tuple[tuple[str, str], ...]] = {
 
 # The six ablation checkpoints the official README releases (paper Table 2).
 ABLATION_CHECKPOINTS = tuple(n for n, info in REGISTRY.items() if info.kind == "ablation")
+# What the official-checkpoint comparison probes: the six ablation models and the two base 400
+# models they are read against.
+OFFICIAL_PROBED = ("SSAST-Base-Patch-400", "SSAST-Base-Frame-400", *ABLATION_CHECKPOINTS)
 
 
 @dataclass(frozen=True)
@@ -154,15 +152,11 @@ class AblationScale:
     """How big each run is. Every run gets the same steps, batch and clip count."""
 
     name: str
-    input_tdim: int  # frames of pretraining and probing (128 mel bins)
+    input_tdim: int  # frames of pretraining (128 mel bins); probes read each task's own
     steps: int  # pretraining steps per run
     batch_size: int
     val_clips: int  # held out of the pretraining list, for pretrain()'s evaluation
     lr: float
-    esc10_train: int | None  # ESC-10 folds 1-4 clips for the probe (None: all 320)
-    esc10_test: int | None  # fold 5 clips (None: all 80)
-    fsdd_train: int | None  # FSDD takes 5-49 (None: all 1800)
-    fsdd_test: int | None  # takes 0-4 (None: all 200)
     warmup_steps: int
 
     def mask_patch(self, run: AblationRun, num_patches: int) -> int | None:
@@ -174,17 +168,14 @@ class AblationScale:
 
 SCALES: dict[str, AblationScale] = {
     "ci": AblationScale("ci", input_tdim=64, steps=2, batch_size=4, val_clips=4, lr=5e-4,
-                        esc10_train=20, esc10_test=10, fsdd_train=20, fsdd_test=20,
                         warmup_steps=1),
     # Short runs: more, smaller steps at twice the official tiny lr learn more per second.
     "classroom": AblationScale("classroom", input_tdim=256, steps=120, batch_size=12,
-                               val_clips=24, lr=1e-3, esc10_train=None, esc10_test=None,
-                               fsdd_train=300, fsdd_test=None, warmup_steps=20),
+                               val_clips=24, lr=1e-3, warmup_steps=20),
     # Not the paper's compute (the base model on AudioSet for days): the course grid run
     # longer, with every probe clip; sized for a GPU.
     "long": AblationScale("long", input_tdim=256, steps=1000, batch_size=48, val_clips=64,
-                          lr=5e-4, esc10_train=None, esc10_test=None, fsdd_train=None,
-                          fsdd_test=None, warmup_steps=100),
+                          lr=5e-4, warmup_steps=100),
 }
 
 
@@ -231,96 +222,6 @@ def published_scores() -> dict[str, dict[str, float | None]]:
     return out
 
 
-# ------------------------------------------------------------------------ the linear probe
-
-
-def _subset(split: DataSplit, n: int | None) -> DataSplit:
-    """``n`` clips spread evenly over the (sorted) split, so every class keeps its share."""
-    if n is None or n >= len(split):
-        return split
-    picks = np.linspace(0, len(split) - 1, n).round().astype(int)
-    return DataSplit(split.name, [split.items[i] for i in picks], split.labels)
-
-
-def _stack(split: DataSplit, front: FrontEndConfig) -> tuple[Tensor, Tensor]:
-    ds = FbankDataset(split, front, cache=True, cache_dir=fbank_cache_dir())
-    xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
-    return torch.stack(xs), torch.stack(ys).argmax(1)  # (N, T, F), (N,)
-
-
-def probe_inputs(
-    scale: str | AblationScale, input_tdim: int | None = None
-) -> dict[str, tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """``task -> (x_train, y_train, x_test, y_test)`` for ``esc10`` and ``fsdd``.
-
-    Inputs ``(N, T, 128)`` with the pretraining front end (AudioSet statistics, no
-    augmentation): a frozen encoder is probed on the inputs it was pretrained on.
-    """
-    s = _scale(scale)
-    front = FrontEndConfig(target_length=input_tdim or s.input_tdim)
-    splits = {
-        "esc10": (_subset(esc10([1, 2, 3, 4]), s.esc10_train), _subset(esc10([5]), s.esc10_test)),
-        "fsdd": (_subset(fsdd("train"), s.fsdd_train), _subset(fsdd("test"), s.fsdd_test)),
-    }
-    return {task: (*_stack(tr, front), *_stack(te, front)) for task, (tr, te) in splits.items()}
-
-
-@torch.no_grad()
-def clip_embeddings(model: SSASTModel, x: Tensor, batch_size: int = 32) -> Tensor:
-    """``(N, D)`` mean-of-patch-tokens embeddings of ``(N, T, F)`` inputs, in eval mode."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = torch.cat([model.embed(xb.to(device)).float().cpu() for xb in x.split(batch_size)])
-    model.train(was_training)
-    return out  # (N, D)
-
-
-def linear_probe(
-    train_emb: Tensor, train_y: Tensor, test_emb: Tensor, test_y: Tensor,
-    *, weight_decay: float = 1e-3, max_iter: int = 200,
-) -> float:
-    """Test accuracy of a multinomial logistic regression on standardised embeddings.
-
-    Full-batch L-BFGS from zero weights: deterministic for given embeddings.
-    """
-    mean, std = train_emb.mean(0), train_emb.std(0).clamp_min(1e-6)
-    a = ((train_emb - mean) / std).double()  # (N, D)
-    b = ((test_emb - mean) / std).double()
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    w = torch.zeros(a.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(a @ w + bias, train_y) + weight_decay * (w**2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return float(((b @ w + bias).argmax(1) == test_y).double().mean())
-
-
-def probe_model(
-    model: SSASTModel | Callable[[str], SSASTModel],
-    inputs: Mapping[str, tuple[Tensor, Tensor, Tensor, Tensor]],
-) -> dict[str, dict[str, float]]:
-    """``task -> {"acc", "n_test", "se"}``: linear-probe test accuracy of the frozen encoder.
-
-    ``model`` is a model, or a function of the task name returning one (a checkpoint
-    loaded at each task's input size). ``se`` is the binomial standard error of ``acc``.
-    """
-    out = {}
-    for task, (x_tr, y_tr, x_te, y_te) in inputs.items():
-        m = model(task) if callable(model) and not isinstance(model, SSASTModel) else model
-        acc = linear_probe(clip_embeddings(m, x_tr), y_tr, clip_embeddings(m, x_te), y_te)
-        out[task] = {"acc": acc, "n_test": len(y_te),
-                     "se": math.sqrt(max(acc * (1 - acc), 1e-12) / len(y_te))}
-    return out
-
-
 # ----------------------------------------------------------------------- pretraining runs
 
 
@@ -349,7 +250,8 @@ def _pretrain_run(
         return model, {"pretrain_steps": 0, "mask_patch": None, "pretrain_seconds": 0.0}
     pool = _pool(run.data, seed)
     val, rest = pool.items[: s.val_clips], pool.items[s.val_clips :]
-    train = list(itertools.islice(itertools.cycle(rest), s.steps * s.batch_size))
+    # packed, several clips make one input: list enough clips for every step, stop at s.steps
+    train = list(itertools.islice(itertools.cycle(rest), 4 * s.steps * s.batch_size))
     out, labels = work_dir / run.name, pool.labels
     DataSplit("train", train, labels).to_datafile(out / "train.json")
     DataSplit("val", val, labels).to_datafile(out / "val.json")
@@ -358,6 +260,7 @@ def _pretrain_run(
         "ci" if s.name == "ci" else "classroom",
         size="mini", task=run.task, fshape=fshape, tshape=tshape, input_tdim=s.input_tdim,
         mask_patch=1, eval_mask_patch=None, batch_size=s.batch_size, epochs=1, lr=s.lr,
+        pack_clips=True, max_steps=s.steps,
         # a short run: warm up over its first steps, the lr set at every step (not the
         # official every-50 schedule, which would leave a 60-step run at lr 0 for 50 steps)
         warmup_steps=s.warmup_steps, warmup_quirk=False, epoch_iter=None,
@@ -388,7 +291,7 @@ def run_grid(
     *,
     work_dir: str | Path = "runs/09_ablations",
     runs: Sequence[str] | None = None,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     command: str | None = None,
     threads: int | None = 1,
 ) -> dict:
@@ -397,7 +300,9 @@ def run_grid(
     ``work_dir/<scale>/<run>`` keeps each run's datafiles and checkpoints. The results hold
     the provenance (command, seed, versions, date, seconds, threads), the scale's settings, and
     per run: its factor settings, the published model it stands for, its pretraining record
-    and its probe accuracies. One INFO line per run goes to the logger ``ssast_teach.ablations``
+    and per task its probe accuracy over ``seeds`` (each seed pretrains and probes afresh) and
+    ``correct``, the 0/1 result of each seed on each test clip, what :func:`findings` pairs.
+    One INFO line per run and seed goes to the logger ``ssast_teach.ablations``
     (``ssast_teach.log_to_stdout(logger="ssast_teach.ablations")`` shows just those; the
     pretraining runs log under ``ssast_teach.training``).
 
@@ -418,24 +323,33 @@ def run_grid(
         torch.set_num_threads(threads)
     try:
         used_threads = torch.get_num_threads()
-        inputs = probe_inputs(s)
         results = []
         for name in names:
             run = RUNS[name]
-            model, record = _pretrain_run(run, s, work, seed)
-            t0 = time.perf_counter()
-            probe = probe_model(model, inputs)
-            record["probe_seconds"] = time.perf_counter() - t0
-            results.append({**asdict(run), **record, "probe": probe})
-            accs = ", ".join(f"{t} {p['acc']:.3f}" for t, p in probe.items())
-            logger.info(f"{name}: {accs} (pretrain {record['pretrain_seconds']:.0f} s, "
-                        f"probe {record['probe_seconds']:.0f} s)")
+            records, scored = [], {task: [] for task in PROBE_TASKS}
+            for seed in seeds:
+                model, record = _pretrain_run(run, s, work / f"seed{seed}", seed)
+                t0 = time.perf_counter()
+                for task in PROBE_TASKS:
+                    scored[task].append(probe(model, task, name=name))
+                record["probe_seconds"] = time.perf_counter() - t0
+                records.append(record)
+                accs = ", ".join(f"{t} {v[-1].accuracy:.3f}" for t, v in scored.items())
+                logger.info(f"{name} seed {seed}: {accs} (pretrain "
+                            f"{record['pretrain_seconds']:.0f} s, probe "
+                            f"{record['probe_seconds']:.0f} s)")
+            results.append({**asdict(run), **records[0], "seeds": list(seeds),
+                            "pretrain_seconds": sum(r["pretrain_seconds"] for r in records),
+                            "probe_seconds": sum(r["probe_seconds"] for r in records),
+                            "final_eval": [r.get("final_eval", {}) for r in records],
+                            "probe": {t: _probe_entry(v) for t, v in scored.items()}})
     finally:
         torch.set_num_threads(previous_threads)
     return {
         "provenance": {
-            "command": command or f"ssast_teach.ablations.run_grid(scale={s.name!r}, seed={seed})",
-            "seed": seed,
+            "command": command or f"ssast_teach.ablations.run_grid(scale={s.name!r}, "
+                                  f"seeds={list(seeds)})",
+            "seeds": list(seeds),
             "versions": _versions(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "seconds": time.perf_counter() - start,
@@ -444,12 +358,23 @@ def run_grid(
             "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         },
         "scale": asdict(s),
-        "probe": {"tasks": {t: {"n_train": len(v[1]), "n_test": len(v[3])}
-                            for t, v in inputs.items()},
-                  "method": "logistic regression (L-BFGS, weight decay 1e-3) on standardised "
-                            "mean-of-patch-token embeddings of the frozen encoder"},
+        "probe": {"tasks": {t: {"evaluation": t, "n_test": len(results[0]["probe"][t]["correct"][0])}
+                            for t in PROBE_TASKS} if results else {},
+                  "method": "ssast_teach.evaluate.probe: logistic regression (L-BFGS, l2 1e-3) "
+                            "on standardised mean-of-patch-token embeddings of the frozen "
+                            "encoder, every fold of the task's named evaluation"},
         "runs": results,
     }
+
+
+def _probe_entry(scored: Sequence[Scored]) -> dict:
+    """One task's probe over seeds: mean accuracy, per seed, and the (seeds, clips) 0/1 array."""
+    correct = np.concatenate([sc.correct for sc in scored])  # (n_seeds, n_clips)
+    per_clip = correct.mean(0)  # (n_clips,) each clip's accuracy over seeds
+    return {"acc": float(correct.mean()), "acc_per_seed": correct.mean(1).tolist(),
+            "n_test": int(correct.shape[1]),
+            "se": float(per_clip.std(ddof=1) / math.sqrt(len(per_clip))),
+            "correct": correct.astype(int).tolist()}
 
 
 def load_results(path: str | Path) -> dict:
@@ -469,39 +394,27 @@ def load_results(path: str | Path) -> dict:
 
 
 def probe_checkpoints(
-    names: Sequence[str] = ("SSAST-Base-Patch-400", *ABLATION_CHECKPOINTS),
-    scale: str | AblationScale = "classroom",
+    names: Sequence[str] = OFFICIAL_PROBED,
     *,
     cache_dir: str | Path | None = None,
-    input_tdim: Mapping[str, int] | None = None,
-    device: str | torch.device | None = None,
 ) -> dict[str, dict | None]:
-    """Linear-probe released checkpoints that are in the cache: ``name -> probe`` (None when
-    the file is absent; nothing is downloaded).
+    """Linear-probe released checkpoints that are in the cache (verified against their download
+    records; nothing is downloaded): ``name -> {task: probe entry}``, None when absent.
 
-    Each is loaded with :func:`load_for_finetuning` at the task's input size (``input_tdim``,
-    default: 512 frames for ESC-10 as the official ESC-50 recipe, 128 for FSDD as Speech
-    Commands) and strides equal to its patch shape (no overlap: a quarter of the official
-    10x10-stride cost).
+    The probe is the grid's (:func:`ssast_teach.evaluate.probe` on :data:`PROBE_TASKS`): each
+    checkpoint read at the task's input length, strides equal to its patch shape.
     """
-    lengths = {"esc10": 512, "fsdd": 128, **(input_tdim or {})}
     out: dict[str, dict | None] = {}
-    present = {n: cached(n, cache_dir) for n in names}  # verified against their records
-    if not any(present.values()):
-        return dict.fromkeys(names)
-    inputs = {t: probe_inputs(scale, lengths[t])[t] for t in PROBE_TASKS}
-    for name, path in present.items():
-        if path is None:
-            out[name] = None
-            continue
-        info = REGISTRY[name]
-
-        def load(task: str, path: Path = path, info=info) -> SSASTModel:
-            return load_for_finetuning(path, n_classes=10, fstride=info.fshape,
-                                       tstride=info.tshape, input_tdim=lengths[task],
-                                       device=device)
-
-        out[name] = probe_model(load, inputs)
+    for name in names:
+        path = cached(name, cache_dir)
+        start = time.perf_counter()
+        out[name] = None if path is None else {
+            task: _probe_entry([probe(path, task, name=name)]) for task in PROBE_TASKS}
+        if out[name] is not None:
+            out[name]["seconds"] = time.perf_counter() - start
+            logger.info(f"{name}: " + ", ".join(f"{t} {out[name][t]['acc']:.3f}"
+                                                for t in PROBE_TASKS)
+                        + f" ({out[name]['seconds']:.0f} s)")
     return out
 
 
@@ -587,58 +500,88 @@ def factor_agreement(results: Mapping) -> list[dict]:
 
 @dataclass(frozen=True)
 class Finding:
-    """One of SPEC 7's findings, tested on the reproduced numbers."""
+    """One of SPEC 7's findings, read on the reproduced probes with paired tests."""
 
     number: int
     statement: str
-    held: bool | None  # None: not testable with these runs
+    verdict: str  # one of stats.VERDICTS, or "not tested" when a run is missing
     evidence: str
-    margin_se: float | None = None  # smallest gap of the comparisons, in standard errors
+    comparisons: tuple[dict, ...] = ()  # stats.Comparison.to_dict() of each a > b
 
 
-def findings(results: Mapping) -> list[Finding]:
-    """SPEC 7's five findings on the reproduced probe accuracies: which held.
+def findings(results: Mapping, *, confidence: float = 0.95) -> list[Finding]:
+    """SPEC 7's five findings on the reproduced probes, each a set of claims ``a > b`` on one
+    task, read on the same test clips over the seeds (:func:`ssast_teach.stats.compare`: the
+    paired bootstrap interval of the accuracy difference).
 
-    Each is a set of strict comparisons ``a > b`` of one task's accuracy; ``held`` when all
-    hold. ``margin_se`` is the smallest gap divided by the standard error of a difference of
-    two accuracies: below about 2 a comparison is within the probe's noise.
+    A finding is "held beyond noise" when every claim is, "reversed beyond noise" when any
+    claim is reversed beyond noise, "inconclusive" otherwise; "not tested" when a run is absent.
     """
     runs = _by_name(results)
 
-    def acc(name: str, task: str) -> float:
-        return runs[name]["probe"][task]["acc"]
-
-    def check(pairs: Sequence[tuple[str, str, str]]) -> tuple[bool | None, str, float | None]:
+    def read(pairs: Sequence[tuple[str, str, str]]) -> tuple[str, str, tuple[dict, ...]]:
         if any(a not in runs or b not in runs for _, a, b in pairs):
-            return None, "runs missing", None
-        parts, margins = [], []
-        for task, a, b in pairs:
-            gap = acc(a, task) - acc(b, task)
-            margins.append(difference_in_se(acc(a, task), runs[a]["probe"][task]["n_test"],
-                                            acc(b, task), runs[b]["probe"][task]["n_test"]))
-            parts.append(f"{task}: {a} {100 * acc(a, task):.1f} {'>' if gap > 0 else '<=' } "
-                         f"{b} {100 * acc(b, task):.1f}")
-        return all(m > 0 for m in margins), "; ".join(parts), min(margins)
+            return "not tested", "runs missing", ()
+        found = [compare(runs[a]["probe"][t]["correct"], runs[b]["probe"][t]["correct"],
+                         name_a=a, name_b=b, confidence=confidence)
+                 for t, a, b in pairs]
+        verdicts = {c.verdict for c in found}
+        if verdicts == {VERDICTS[0]}:
+            verdict = VERDICTS[0]
+        elif VERDICTS[2] in verdicts:
+            verdict = VERDICTS[2]
+        else:
+            verdict = VERDICTS[1]
+        evidence = "; ".join(
+            f"{t}: {a} {100 * c.accuracy_a:.1f} vs {b} {100 * c.accuracy_b:.1f} "
+            f"({100 * c.diff:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}])"
+            for (t, a, b), c in zip(pairs, found, strict=True))
+        return verdict, evidence, tuple({"task": t, **c.to_dict()}
+                                        for (t, _, _), c in zip(pairs, found, strict=True))
 
+    audio, speech = tuple(PROBE_TASKS)
     spec = [
         (1, "Self-supervised pretraining beats training from scratch (patch and frame)",
          [(t, a, b) for a, b in (("joint", "scratch"), ("frame", "frame_scratch"))
           for t in PROBE_TASKS]),
         (2, "More masked patches is better for audio tasks (100 < 250 < 400)",
-         [("esc10", "mask250", "mask100"), ("esc10", "joint", "mask250")]),
+         [(audio, "mask250", "mask100"), (audio, "joint", "mask250")]),
         (3, "Joint > discriminative only > generative only",
          [(t, a, b) for t in PROBE_TASKS for a, b in (("joint", "discriminative"),
                                                       ("discriminative", "generative"))]),
         (4, "Audio+speech data is best; speech only is weakest on audio but strong on speech",
-         [("esc10", "joint", "audio_only"), ("esc10", "joint", "speech_only"),
-          ("esc10", "audio_only", "speech_only"), ("fsdd", "speech_only", "audio_only")]),
+         [(audio, "joint", "audio_only"), (audio, "joint", "speech_only"),
+          (audio, "audio_only", "speech_only"), (speech, "speech_only", "audio_only")]),
         (5, "Patch models are better for audio tasks, frame models for speech tasks",
-         [("esc10", "joint", "frame"), ("fsdd", "frame", "joint")]),
+         [(audio, "joint", "frame"), (speech, "frame", "joint")]),
     ]
-    return [Finding(n, text, *check(pairs)) for n, text, pairs in spec]
+    return [Finding(n, text, *read(pairs)) for n, text, pairs in spec]
 
 
 # ---------------------------------------------------------------------------- command line
+
+
+def _official(out: Path, cache_dir: Path | None, command: str) -> int:
+    """Probe the cached official checkpoints, compare each with the baseline, write ``out``."""
+    probes = probe_checkpoints(cache_dir=cache_dir)
+    present = {n: p for n, p in probes.items() if p is not None}
+    if not present:
+        print(f"none of {', '.join(OFFICIAL_PROBED)} is in the cache: download them first "
+              "(python -m ssast_teach.checkpoints download NAME)", file=sys.stderr)
+        return 1
+    base = {task: baseline(task) for task in PROBE_TASKS}
+    rows = []
+    for name, p in present.items():
+        for task in PROBE_TASKS:
+            c = compare(p[task]["correct"], base[task].correct, name_a=name, name_b="baseline")
+            rows.append({"model": name, "task": task, **c.to_dict()})
+            print(f"{name:<24} {task:<14} {100 * c.accuracy_a:5.1f} vs baseline "
+                  f"{100 * c.accuracy_b:5.1f}: {100 * c.diff:+5.1f} {c.verdict}")
+    write_json(out, {"provenance": {"command": command, "versions": _versions(),
+                                    "date": datetime.datetime.now(datetime.timezone.utc)
+                                    .isoformat(timespec="seconds")},
+                     "probes": present, "against_baseline": rows})
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -648,11 +591,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Rerun the SSAST paper's Table 2 factors at a course scale: pretrain each "
         "grid cell, linear-probe it on ESC-10 and FSDD, write a results JSON with provenance.",
     )
+    parser.add_argument("--official", action="store_true",
+                        help="instead of the grid: probe the official ablation and base 400 "
+                        "checkpoints that are in the cache (download them first with python -m "
+                        "ssast_teach.checkpoints download NAME), beside the baseline")
+    parser.add_argument("--cache-dir", type=Path, help="with --official: the checkpoint cache "
+                        "[$SSAST_TEACH_CACHE or ~/.cache/ssast-teach/checkpoints]")
     parser.add_argument("--scale", default="classroom", choices=list(SCALES),
                         help="ci (seconds), classroom (minutes on a 2-core CPU), long (GPU)")
     parser.add_argument("--out", required=True, type=Path, help="results JSON to write")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), help="a subset of the grid")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="each run is pretrained and probed once per seed [0 1 2]")
     parser.add_argument("--work-dir", default="runs/09_ablations",
                         help="run directories (datafiles, checkpoints) [runs/09_ablations]")
     parser.add_argument("--threads", type=int, default=1,
@@ -662,12 +612,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_to_stdout()
     command = "python -m ssast_teach.ablations " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    results = run_grid(args.scale, work_dir=args.work_dir, runs=args.runs, seed=args.seed,
+    if args.official:
+        return _official(args.out, args.cache_dir, command)
+    results = run_grid(args.scale, work_dir=args.work_dir, runs=args.runs, seeds=args.seeds,
                        command=command, threads=args.threads or None)
     write_json(args.out, results)
     for f in findings(results):
-        state = {True: "held", False: "did not hold", None: "not tested"}[f.held]
-        print(f"finding {f.number} {state}: {f.evidence}")
+        print(f"finding {f.number} {f.verdict}: {f.evidence}")
     print(f"wrote {args.out} ({results['provenance']['seconds']:.0f} s)")
     return 0
 

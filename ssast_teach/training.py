@@ -464,6 +464,7 @@ class TrainRun:
     history: MetricsHistory = field(default_factory=MetricsHistory)
     progress: bool = True  # tqdm bars; without them, a log line every log_every steps
     log_every: int = 25
+    max_steps: int | None = None  # stop after this many steps, mid-epoch if need be
     collate_fn: Callable | None = None
 
     @property
@@ -531,6 +532,7 @@ def fit(
 ) -> TrainRun:
     """Train ``run`` from ``run.state`` to the end of ``run.epochs``.
 
+    ``run.max_steps`` ends the run after that many optimiser steps, mid-epoch if need be.
     Per step: ``before_step(state)`` (e.g. set the warm-up lr), ``loss, metrics =
     step_fn(x, y, state)``, a finiteness check, backward, ``optimizer.step()``, a history row
     (``kind="step"``) passed to ``callback``, ``after_step(state)`` (may return an ``"eval"``
@@ -598,7 +600,12 @@ def fit(
                 pending = None
                 if evaluated or (run.checkpoint_every and state.step % run.checkpoint_every == 0):
                     run.save()
+                if run.max_steps is not None and state.step >= run.max_steps:
+                    break
             bar.close()
+            if run.max_steps is not None and state.step >= run.max_steps:
+                run.save()  # mid-epoch: after_epoch waits for a resumed run with more steps
+                break
             # Interrupted in after_epoch, the saved state has every batch consumed, so the
             # resumed run goes straight to after_epoch again.
             if after_epoch is not None:

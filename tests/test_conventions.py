@@ -28,7 +28,8 @@ FLOW = [
     ("checkpoints",),
     ("training",),
     ("pretrain", "finetune"),
-    ("ablations",),
+    ("evaluate",),
+    ("ablations", "study"),
     ("exercises", "assignments", "bench", "__main__"),
 ]
 LEVEL = {name: level for level, group in enumerate(FLOW) for name in group}

@@ -19,7 +19,6 @@ from ssast_teach.ablations import (
     factor_agreement,
     findings,
     kendall_tau,
-    linear_probe,
     readme_averages,
 )
 from ssast_teach.checkpoints import make_official_like, published_results
@@ -204,21 +203,15 @@ def test_mask_patch_keeps_the_paper_ratio():
     assert masked == [25, 62, 100, None]
 
 
-def test_linear_probe_separable_and_deterministic():
-    gen = torch.Generator().manual_seed(0)
-    centres = 4 * torch.randn(3, 5, generator=gen)
-    y = torch.arange(60) % 3
-    x = centres[y] + 0.1 * torch.randn(60, 5, generator=gen)
-    acc = linear_probe(x[:45], y[:45], x[45:], y[45:])
-    assert acc == 1.0
-    assert linear_probe(x[:45], y[:45], x[45:], y[45:]) == acc
-
-
-def fake_results(accs: dict[str, tuple[float, float]], n=(80, 200)) -> dict:
+def fake_results(accs: dict[str, tuple[float, float]], n=(400, 2000)) -> dict:
+    """Runs whose probes get the first ``acc * n`` test clips right (3 identical seeds)."""
     runs = []
     for name, (esc, fs) in accs.items():
-        probe = {t: {"acc": a, "n_test": k, "se": math.sqrt(a * (1 - a) / k)}
-                 for t, a, k in (("esc10", esc, n[0]), ("fsdd", fs, n[1]))}
+        probe = {}
+        for t, a, k in (("esc10", esc, n[0]), ("fsdd_speakers", fs, n[1])):
+            correct = [[int(i < round(a * k)) for i in range(k)]] * 3
+            probe[t] = {"acc": a, "n_test": k, "se": math.sqrt(a * (1 - a) / k),
+                        "correct": correct}
         runs.append({"name": name, "mask_patch": None, "probe": probe})
     return {"provenance": {}, "runs": runs}
 
@@ -231,15 +224,18 @@ def test_findings_on_a_paper_like_result():
         "frame_scratch": (0.5, 0.6),
     })
     found = findings(paper_like)
-    assert [f.held for f in found] == [True] * 5
-    assert all(f.margin_se > 0 for f in found)
+    assert [f.verdict for f in found] == ["held beyond noise"] * 5
+    assert all(c["low"] > 0 for f in found for c in f.comparisons)
     agreement = {(r["factor"], r["task"]): r for r in factor_agreement(paper_like)}
     assert agreement[("objective", "esc10")]["tau"] == 1.0
-    assert agreement[("patch vs frame", "fsdd")]["same_order"]
+    assert agreement[("patch vs frame", "fsdd_speakers")]["same_order"]
 
     reversed_masks = fake_results({"joint": (0.8, 0.8), "mask100": (0.9, 0.8), "mask250": (0.85, 0.8)})
     found = findings(reversed_masks)
-    assert found[1].held is False and found[0].held is None  # scratch absent: not tested
+    assert found[1].verdict == "reversed beyond noise"
+    assert found[0].verdict == "not tested"  # scratch absent
+    close = fake_results({"joint": (0.801, 0.8), "mask100": (0.8, 0.8), "mask250": (0.8, 0.8)})
+    assert findings(close)[1].verdict == "inconclusive"  # a positive sign alone is not held
     assert {(r["factor"], r["task"]): r["tau"]
             for r in factor_agreement(reversed_masks)}[("masked patches", "esc10")] == -1.0
 
@@ -259,20 +255,23 @@ def test_probe_checkpoints_without_files_downloads_nothing(tmp_path):
 
 
 def test_micro_grid_and_command_line(tmp_path, capsys):
-    micro = replace(SCALES["ci"], name="ci", input_tdim=32, steps=1, batch_size=2, val_clips=2,
-                    esc10_train=10, esc10_test=10, fsdd_train=10, fsdd_test=10)
+    micro = replace(SCALES["ci"], name="ci", input_tdim=32, steps=1, batch_size=2, val_clips=2)
     threads = torch.get_num_threads()
-    results = ablations.run_grid(micro, work_dir=tmp_path, runs=["frame", "scratch"])
+    results = ablations.run_grid(micro, work_dir=tmp_path, runs=["frame", "scratch"],
+                                 seeds=(0, 1))
     assert torch.get_num_threads() == threads  # pinned to 1 for the grid only
     assert results["provenance"]["torch_threads"] == 1
     assert [r["name"] for r in results["runs"]] == ["frame", "scratch"]
     frame = results["runs"][0]
     assert frame["mask_patch"] == 12 and frame["pretrain_steps"] == 1  # 400/512 of 16 patches
-    assert set(frame["probe"]) == {"esc10", "fsdd"} and 0 <= frame["probe"]["esc10"]["acc"] <= 1
-    assert {"command", "seed", "versions", "date", "seconds"} <= set(results["provenance"])
+    assert set(frame["probe"]) == {"esc10", "fsdd_speakers"}
+    esc = frame["probe"]["esc10"]
+    assert 0 <= esc["acc"] <= 1 and len(esc["correct"]) == 2 and len(esc["correct"][0]) == 400
+    assert esc["acc"] == pytest.approx(sum(esc["acc_per_seed"]) / 2)
+    assert {"command", "seeds", "versions", "date", "seconds"} <= set(results["provenance"])
     out = tmp_path / "results.json"
     assert ablations.main(["--scale", "ci", "--runs", "scratch", "--out", str(out),
-                           "--work-dir", str(tmp_path)]) == 0
+                           "--work-dir", str(tmp_path), "--seeds", "0"]) == 0
     saved = ablations.load_results(out)
     assert saved["provenance"]["command"].startswith("python -m ssast_teach.ablations --scale ci")
     assert "finding 1 not tested" in capsys.readouterr().out
@@ -283,9 +282,28 @@ def test_micro_grid_and_command_line(tmp_path, capsys):
 def test_probe_checkpoints_on_a_stand_in_file(tmp_path):
     # a random official-format tiny file under an ablation model's name stands in for the real one
     torch.save(make_official_like("tiny", seed=0), tmp_path / "audio_model_dis.pth")
-    micro = replace(SCALES["ci"], esc10_train=10, esc10_test=10, fsdd_train=10, fsdd_test=10)
-    out = ablations.probe_checkpoints(("audio_model_dis", "audio_model_gen"), micro,
-                                      cache_dir=tmp_path, input_tdim={"esc10": 64, "fsdd": 32})
+    out = ablations.probe_checkpoints(("audio_model_dis", "audio_model_gen"), cache_dir=tmp_path)
     assert out["audio_model_gen"] is None
-    assert set(out["audio_model_dis"]) == {"esc10", "fsdd"}
-    assert out["audio_model_dis"]["esc10"]["n_test"] == 10
+    assert set(out["audio_model_dis"]) == {"esc10", "fsdd_speakers"}
+    assert out["audio_model_dis"]["esc10"]["n_test"] == 400
+    assert (tmp_path / "audio_model_dis.pth.json").is_file()  # recorded at its first use
+
+
+@pytest.mark.slow
+def test_official_comparison_end_to_end_on_base_size_files(tmp_path, monkeypatch, capsys):
+    """The command that probes the official checkpoints, on official-format base-size files built
+    from the manifests (random weights); one small task keeps it to seconds per checkpoint."""
+    for name, geometry in (("SSAST-Base-Patch-400", "patch"), ("SSAST-Base-Frame-400", "frame")):
+        torch.save(make_official_like("base", geometry, seed=1), tmp_path / f"{name}.pth")
+    monkeypatch.setattr(ablations, "PROBE_TASKS", {"speech_commands_mini": "speech"})
+    out = tmp_path / "official.json"
+    assert ablations.main(["--official", "--cache-dir", str(tmp_path), "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert set(saved["probes"]) == {"SSAST-Base-Patch-400", "SSAST-Base-Frame-400"}
+    rows = saved["against_baseline"]
+    assert len(rows) == 2 and all(r["verdict"] in ablations.VERDICTS for r in rows)
+    assert saved["probes"]["SSAST-Base-Patch-400"]["speech_commands_mini"]["n_test"] == 51
+    assert "SSAST-Base-Frame-400" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ablations.main(["--official", "--cache-dir", str(empty), "--out", str(out)]) == 1

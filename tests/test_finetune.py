@@ -37,6 +37,10 @@ def _check_results(results, n_classes=4):
     assert cm.shape == (n_classes, n_classes) and cm.sum() == 4  # 12 clips, every 3rd is test
     assert len(results["epochs"]) == 2 and "test_acc" in results["epochs"][0]
     assert results["class_names"] == ["chirp", "harmonic", "clicks", "noise"]
+    clips = results["per_clip"]  # clip by clip, for paired tests
+    assert len(clips["wav"]) == len(clips["target"]) == len(clips["prediction"]) == 4
+    right = sum(p == t for p, t in zip(clips["prediction"], clips["target"], strict=True))
+    assert right / 4 == pytest.approx(results["test"]["acc"])
 
 
 def test_finetune_from_pretrained_and_from_scratch(tmp_path, pretrained):
