@@ -58,6 +58,7 @@ class StudyArm:
     size: str
     geometry: str  # patch (16x16) or frame (128x2)
     budgets: tuple[int, ...]
+    precision: str = "fp32"  # bf16: autocast, to see whether it changes what is learned
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -73,6 +74,8 @@ ARMS: dict[str, StudyArm] = {
         # largest budgets are GPU work (see the README's scale-study section).
         StudyArm("tiny-patch", "tiny", "patch", BUDGETS[:2]),
         StudyArm("tiny-frame", "tiny", "frame", BUDGETS[:2]),
+        # the mini-patch run in bf16 autocast: is the downstream result the same?
+        StudyArm("mini-patch-bf16", "mini", "patch", BUDGETS[:3], precision="bf16"),
     )
 }
 
@@ -86,7 +89,7 @@ def pretrain_config(arm: StudyArm, seed: int = 0, **overrides: object) -> Pretra
     # by step 3400 of a first run (measured), so longer budgets learned nothing more.
     base = PretrainConfig.preset(
         "classroom", size=arm.size, fshape=fshape, tshape=tshape, pack_clips=True, seed=seed,
-        progress=False, checkpoint_every=0, precision="fp32", epoch_iter=BUDGETS[0],
+        progress=False, checkpoint_every=0, precision=arm.precision, epoch_iter=BUDGETS[0],
         **overrides,
     )
     # enough epochs for the largest budget, which stops the run mid-epoch
