@@ -165,6 +165,21 @@ def test_paper_preset_is_the_official_recipe():
         1e-4, (0.95, 0.999), 5e-7, 24, 10)
     assert (c.warmup_steps, c.warmup_every, c.lr_patience, c.lr_factor) == (1000, 50, 2, 0.5)
     assert c.use_cluster and PretrainConfig(size="tiny").base_lr == 5e-4
+    assert (c.pack_clips, c.max_steps) == (False, None)  # the course's deviations are off
+
+
+def test_classroom_preset_packs_and_stops_at_its_budget():
+    from ssast_teach.pretrain import steps_per_epoch
+
+    c = PretrainConfig.preset("classroom")
+    assert (c.pack_clips, c.max_steps, c.epoch_iter, c.mask_patch, c.num_patches) == (
+        True, 2820, 282, 50, 64)
+    assert c.epochs * steps_per_epoch(c) >= c.max_steps  # enough epochs to reach the budget
+
+
+def test_max_steps_stops_mid_epoch(tmp_path):
+    _, history = _run(tmp_path, _ci(epochs=3, max_steps=5))
+    assert len(history.where("step")) == 5  # 3 steps per epoch: stopped in the second
 
 
 def test_cli(tmp_path, capsys):
