@@ -197,7 +197,9 @@ def run_study(
         arm = ARMS[name]
         fshape, tshape = arm.shape
         config = pretrain_config(arm, seed)
-        scratch = SSASTModel.for_pretraining(arm.size, fshape, tshape, 128, config.input_tdim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the scratch encoder: random weights, the same each rerun
+            scratch = SSASTModel.for_pretraining(arm.size, fshape, tshape, 128, config.input_tdim)
         for task in PROBE_TASKS:
             _scored(results, f"{name}/scratch/probe/{task}",
                     lambda task=task, m=scratch: probe(m, task, name="scratch probe"), save)
