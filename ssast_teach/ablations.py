@@ -263,7 +263,7 @@ def _pretrain_run(
         pack_clips=True, max_steps=s.steps,
         # a short run: warm up over its first steps, the lr set at every step (not the
         # official every-50 schedule, which would leave a 60-step run at lr 0 for 50 steps)
-        warmup_steps=s.warmup_steps, warmup_quirk=False, epoch_iter=None,
+        warmup_steps=s.warmup_steps, warmup_quirk=False, epoch_iter=s.steps,  # one eval, at the end
         train_json=str(out / "train.json"), val_json=str(out / "val.json"),
         label_csv=str(out / "labels.csv"), cache=True, checkpoint_every=0, progress=False,
         seed=seed,
