@@ -411,10 +411,9 @@ def probe_checkpoints(
         out[name] = None if path is None else {
             task: _probe_entry([probe(path, task, name=name)]) for task in PROBE_TASKS}
         if out[name] is not None:
-            out[name]["seconds"] = time.perf_counter() - start
             logger.info(f"{name}: " + ", ".join(f"{t} {out[name][t]['acc']:.3f}"
                                                 for t in PROBE_TASKS)
-                        + f" ({out[name]['seconds']:.0f} s)")
+                        + f" ({time.perf_counter() - start:.0f} s)")
     return out
 
 
@@ -561,27 +560,22 @@ def findings(results: Mapping, *, confidence: float = 0.95) -> list[Finding]:
 # ---------------------------------------------------------------------------- command line
 
 
-def _official(out: Path, cache_dir: Path | None, command: str) -> int:
-    """Probe the cached official checkpoints, compare each with the baseline, write ``out``."""
-    probes = probe_checkpoints(cache_dir=cache_dir)
-    present = {n: p for n, p in probes.items() if p is not None}
+def _official(out: Path, cache_dir: Path | None, command: str) -> list[dict]:
+    """Probe the cached official checkpoints and compare each with the baseline on the same
+    clips; write ``out`` when any is in the cache. Returns the comparisons."""
+    present = {n: p for n, p in probe_checkpoints(cache_dir=cache_dir).items() if p is not None}
     if not present:
-        print(f"none of {', '.join(OFFICIAL_PROBED)} is in the cache: download them first "
-              "(python -m ssast_teach.checkpoints download NAME)", file=sys.stderr)
-        return 1
+        return []
     base = {task: baseline(task) for task in PROBE_TASKS}
-    rows = []
-    for name, p in present.items():
-        for task in PROBE_TASKS:
-            c = compare(p[task]["correct"], base[task].correct, name_a=name, name_b="baseline")
-            rows.append({"model": name, "task": task, **c.to_dict()})
-            print(f"{name:<24} {task:<14} {100 * c.accuracy_a:5.1f} vs baseline "
-                  f"{100 * c.accuracy_b:5.1f}: {100 * c.diff:+5.1f} {c.verdict}")
+    rows = [{"model": name, "task": task,
+             **compare(p[task]["correct"], base[task].correct, name_a=name,
+                       name_b="baseline").to_dict()}
+            for name, p in present.items() for task in PROBE_TASKS]
     write_json(out, {"provenance": {"command": command, "versions": _versions(),
                                     "date": datetime.datetime.now(datetime.timezone.utc)
                                     .isoformat(timespec="seconds")},
                      "probes": present, "against_baseline": rows})
-    return 0
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -613,7 +607,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m ssast_teach.ablations " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     if args.official:
-        return _official(args.out, args.cache_dir, command)
+        rows = _official(args.out, args.cache_dir, command)
+        if not rows:
+            print(f"none of {', '.join(OFFICIAL_PROBED)} is in the cache: download them first "
+                  "(python -m ssast_teach.checkpoints download NAME)", file=sys.stderr)
+            return 1
+        for r in rows:
+            print(f"{r['model']:<24} {r['task']:<14} {100 * r['accuracy_a']:5.1f} vs baseline "
+                  f"{100 * r['accuracy_b']:5.1f}: {100 * r['diff']:+5.1f} {r['verdict']}")
+        return 0
     results = run_grid(args.scale, work_dir=args.work_dir, runs=args.runs, seeds=args.seeds,
                        command=command, threads=args.threads or None)
     write_json(args.out, results)

@@ -250,7 +250,8 @@ def test_load_results_errors(tmp_path):
 
 def test_probe_checkpoints_without_files_downloads_nothing(tmp_path):
     out = ablations.probe_checkpoints(cache_dir=tmp_path)
-    assert set(out) == {"SSAST-Base-Patch-400", *ablations.ABLATION_CHECKPOINTS}
+    assert set(out) == set(ablations.OFFICIAL_PROBED)
+    assert {"SSAST-Base-Patch-400", "SSAST-Base-Frame-400", *ablations.ABLATION_CHECKPOINTS} == set(out)
     assert all(v is None for v in out.values())
 
 
