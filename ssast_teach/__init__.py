@@ -1,8 +1,8 @@
 """ssast-teach: the Self-Supervised Audio Spectrogram Transformer, built step by step.
 
 Imports flow one way, each module importing only modules to its left (chapter in brackets):
-``quirks``, ``stats``, ``download`` (01, 08), ``audio`` (01) -> ``datasets`` (01, 06) ->
-``baselines`` -> ``patches`` (02) -> ``masking`` (03) -> ``losses`` (05) -> ``model`` (04) ->
+``quirks`` (03-07), ``stats`` (07, 09), ``download`` (01, 08), ``audio`` (01) -> ``datasets``
+(01, 06) -> ``baselines`` (07, 09) -> ``patches`` (02) -> ``masking`` (03) -> ``losses`` (05) -> ``model`` (04) ->
 ``checkpoints`` (08) -> ``training`` (06, 07) -> ``pretrain`` (06) / ``finetune`` (07) ->
 ``evaluate`` (07, 09) -> ``ablations`` (09) / ``study`` (09); ``exercises``, ``assignments``,
 ``bench`` and ``__main__`` sit on top.

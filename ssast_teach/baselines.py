@@ -1,5 +1,5 @@
-"""The simple baseline every model number of the course is read against: pooled log-mel
-statistics and a logistic regression, scored on the same clips as the model.
+"""Chapters 07 and 09, baselines: the simple baseline every model number of the course is read
+against, pooled log-mel statistics and a logistic regression, scored on the same clips.
 
 Each clip becomes one vector, the mean and the standard deviation of each mel bin over the
 clip's real frames (:func:`pooled_logmel_stats`), and a multinomial logistic regression

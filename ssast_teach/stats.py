@@ -1,5 +1,6 @@
-"""Reading a result beside its noise: paired comparisons of two classifiers scored on the same
-clips (every model number of the course is read this way, beside :mod:`ssast_teach.baselines`).
+"""Chapters 07 and 09, stats: reading a result beside its noise, with paired comparisons of two
+classifiers scored on the same clips (every model number of the course is read this way,
+beside :mod:`ssast_teach.baselines`).
 
 Two classifiers scored on the same test clips are paired: a clip both get right, or both get
 wrong, says nothing about which is better; only the clips where they disagree do. Two tools
