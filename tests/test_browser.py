@@ -4,13 +4,19 @@ nbval proves the kernel side of every chapter; this test proves what a student s
 serves the course, the start page links every chapter, the masking chapter runs top to bottom
 without an error, and moving a slider of its mask explorer redraws the figure.
 
-It starts ``jupyter lab`` on 127.0.0.1 with a token (over a copy of ``chapters/`` so the
-committed notebooks are never re-saved) and drives Debian's Chromium through Playwright.
-Screenshots land in ``test-artifacts/browser/``. Select it alone with ``pytest -m browser``.
+It starts ``jupyter lab`` on 127.0.0.1 with a token and its own port, over a copy of
+``chapters/`` (the committed notebooks are never re-saved), with its own Jupyter config, data,
+runtime, settings and workspace directories: a user's saved layout, open tabs or extensions
+change nothing. Every notebook opens in a fresh, reset workspace, so exactly one notebook is on
+screen. Waits are on the page's state (a cell's prompt, the kernel's status), never on sleeps.
+Each step leaves a screenshot in ``test-artifacts/browser/``; a failing step says which step it
+was, the screenshot's path and the notebook's visible error text. Select it with
+``pytest -m browser``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -32,6 +38,7 @@ ARTIFACTS = REPO / "test-artifacts" / "browser"
 CHAPTERS = REPO / "chapters"
 MASKING = "03_masking.ipynb"
 START = "00_start_here.ipynb"
+RUN_ALL_TIMEOUT_MS = 300_000
 
 
 def _chromium() -> str | None:
@@ -45,6 +52,35 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _isolated_env(root: Path) -> dict[str, str]:
+    """Jupyter's per-user directories, all under ``root``: nothing of the runner's is read."""
+    dirs = {
+        "JUPYTER_CONFIG_DIR": root / "config",
+        "JUPYTER_DATA_DIR": root / "data",
+        "JUPYTER_RUNTIME_DIR": root / "runtime",
+        "JUPYTERLAB_SETTINGS_DIR": root / "settings",
+        "JUPYTERLAB_WORKSPACES_DIR": root / "workspaces",
+        "IPYTHONDIR": root / "ipython",
+    }
+    for path in dirs.values():
+        path.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "IPYTHON"))}
+    env.update({k: str(v) for k, v in dirs.items()})
+    env.update(COURSE_SCALE="ci", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    return env
+
+
+def _lab_settings(settings: Path) -> None:
+    # JupyterLab 4 renders only the cells in view by default; render them all so the test sees
+    # every prompt and output, as a student scrolling through would.
+    tracker = settings / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    news = settings / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
 
 
 @pytest.fixture(scope="module")
@@ -64,23 +100,19 @@ def lab(tmp_path_factory):
     )
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(CHAPTERS, root / "chapters")
-    # JupyterLab 4 renders only the cells in view by default; render them all so the test sees
-    # every prompt and output, as a student scrolling through would.
-    settings = root / "settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True)
-    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
-    news = root / "settings" / "@jupyterlab" / "apputils-extension"
-    news.mkdir(parents=True)
-    (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    env = _isolated_env(root / "jupyter")
+    _lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, COURSE_SCALE="ci", MPLBACKEND="module://matplotlib_inline.backend_inline")
-    log = open(root / "jupyter.log", "w")  # noqa: SIM115 - closed in the finaliser below
+    log_path = root / "jupyter.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed in the finaliser below
     server = subprocess.Popen(
         [
             sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
-            f"--port={port}", f"--IdentityProvider.token={token}", "--allow-root",
-            f"--ServerApp.root_dir={root / 'chapters'}", "--ServerApp.open_browser=False",
-            f"--LabApp.user_settings_dir={root / 'settings'}",
+            f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
+            "--allow-root", f"--ServerApp.root_dir={root / 'chapters'}",
+            "--ServerApp.open_browser=False",
+            f"--LabApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
+            f"--LabApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}",
             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ],
         stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -95,7 +127,7 @@ def lab(tmp_path_factory):
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    pytest.fail(f"jupyter lab did not start: {(root / 'jupyter.log').read_text()}")
+                    pytest.fail(f"jupyter lab did not start: {log_path.read_text()}")
                 time.sleep(0.5)
         yield {"base": base, "token": token, "root": root / "chapters", "chromium": chromium}
     finally:
@@ -109,12 +141,12 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(lab):
+def browser(lab):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
+        chromium = pw.chromium.launch(
             executable_path=lab["chromium"],
             headless=True,
             args=[
@@ -123,88 +155,165 @@ def page(lab):
             ],
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            yield page
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
 
 
-def _open(page, lab, notebook: str) -> None:
-    page.goto(f"{lab['base']}/lab/tree/{notebook}?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", state="attached", timeout=90_000)
-    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=90_000)
+class Walk:
+    """One notebook open in its own reset workspace, and the steps a student takes in it.
+
+    ``with walk.step("name"):`` screenshots the page when the step ends; when it fails, the
+    error names the step, that screenshot and the notebook's visible error text."""
+
+    def __init__(self, browser, lab, notebook: str, tag: str) -> None:
+        self.lab, self.notebook, self.tag, self.count = lab, notebook, tag, 0
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(60_000)
+        self.panel = self.page.locator(".jp-NotebookPanel")
+
+    def close(self) -> None:
+        self.context.close()
+
+    def shot(self, name: str) -> Path:
+        self.count += 1
+        path = ARTIFACTS / f"{self.tag}_{self.count:02d}_{name}.png"
+        with contextlib.suppress(Exception):
+            self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def visible_errors(self) -> list[str]:
+        with contextlib.suppress(Exception):
+            return self.page.eval_on_selector_all(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                "nodes => nodes.map(n => n.textContent).filter(t => t.includes('Error'))",
+            )
+        return ["(the page could not be read)"]
+
+    @contextlib.contextmanager
+    def step(self, name: str):
+        try:
+            yield
+        except Exception as error:
+            path = self.shot(f"FAILED_{name}")
+            errors = self.visible_errors()
+            shown = errors[0][:1500] if errors else "(no error output on the page)"
+            raise AssertionError(
+                f"{self.notebook}, step {name!r} failed: {type(error).__name__}: "
+                f"{str(error)[:800]}\nscreenshot: {path}\nnotebook's visible error text: {shown}"
+            ) from error
+        self.shot(name)
+
+    def open(self) -> None:
+        # A fresh workspace with ?reset restores nothing: exactly this notebook is on screen.
+        workspace = f"{self.tag}-{secrets.token_hex(4)}"
+        self.page.goto(
+            f"{self.lab['base']}/lab/workspaces/{workspace}/tree/{self.notebook}"
+            f"?reset&token={self.lab['token']}"
+        )
+        self.panel.locator(".jp-Cell").first.wait_for(state="attached", timeout=90_000)
+        self.wait_idle(90_000)
+        assert self.panel.count() == 1, f"{self.panel.count()} notebooks open, expected 1"
+
+    def wait_idle(self, timeout: int = 60_000) -> None:
+        self.page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=timeout)
+
+    def run_all(self) -> None:
+        self.panel.locator(".jp-Notebook").click(position={"x": 5, "y": 5})
+        self.page.keyboard.press("Escape")
+        self.page.click("div.lm-MenuBar-itemLabel:text-is('Run')")
+        self.page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+        # Done when the last code cell has a number and no cell shows [*] (queued or running).
+        self.page.wait_for_function(
+            """() => {
+                const prompts = [...document.querySelectorAll(
+                    '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')];
+                return prompts.length > 0 && prompts.every(p => !p.textContent.includes('*'))
+                    && /\\[\\d+\\]/.test(prompts[prompts.length - 1].textContent);
+            }""",
+            timeout=RUN_ALL_TIMEOUT_MS,
+        )
+        self.wait_idle()
+
+    def save_and_read(self) -> dict:
+        """Save with Ctrl+S and return the notebook as the server wrote it."""
+        path = self.lab["root"] / self.notebook
+        before = path.stat().st_mtime_ns
+        self.page.keyboard.press("Control+s")
+        deadline = time.monotonic() + 60
+        while path.stat().st_mtime_ns == before:
+            assert time.monotonic() < deadline, f"{path.name} was not saved within 60 s"
+            time.sleep(0.2)
+        for _ in range(50):  # the rename is atomic, but wait out a half-written read anyway
+            with contextlib.suppress(json.JSONDecodeError):
+                return json.loads(path.read_text())
+            time.sleep(0.2)
+        raise AssertionError(f"{path} is not valid JSON after saving")
 
 
-def test_start_page_links_every_chapter(page, lab):
-    _open(page, lab, START)
-    chapters = sorted(p.name for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb") if p.name != START)
-    hrefs = page.eval_on_selector_all(
-        ".jp-RenderedMarkdown a[href]", "links => links.map(a => a.getAttribute('href'))"
-    )
-    # JupyterLab rewrites relative links to /files/<name>?_xsrf=...: compare the path part.
-    paths = [h.split("#")[0].split("?")[0] for h in hrefs]
-    missing = [c for c in chapters if not any(p.endswith(c) for p in paths)]
-    assert not missing, f"00_start_here does not link {missing}; it links {hrefs}"
-    page.screenshot(path=str(ARTIFACTS / "00_start_here.png"))
-    page.click(f".jp-RenderedMarkdown a[href*='{MASKING}']")
-    page.wait_for_selector(f".lm-TabBar-tab.jp-mod-current >> text={MASKING}", timeout=60_000)
+@pytest.fixture
+def walk(browser, lab):
+    walks: list[Walk] = []
+
+    def start(notebook: str, tag: str) -> Walk:
+        w = Walk(browser, lab, notebook, tag)
+        walks.append(w)
+        return w
+
+    yield start
+    for w in walks:
+        w.close()
 
 
-def test_masking_chapter_runs_and_explorer_redraws(page, lab):
-    _open(page, lab, MASKING)
-    # The start page's link may have opened the chapter already: JupyterLab then restores both
-    # notebooks, one behind the other; only the one in view takes the click.
-    page.click(".jp-Notebook:visible")
-    page.keyboard.press("Escape")
-    page.click("div.lm-MenuBar-itemLabel:text-is('Run')")
-    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
-    # Each running cell shows [*]; the chapter is done when none does and the kernel is idle.
-    page.wait_for_function(
-        """() => {
-            const prompts = [...document.querySelectorAll('.jp-InputPrompt')];
-            return prompts.length > 0 && prompts.every(p => !p.textContent.includes('*'))
-                && prompts.some(p => /\\[\\d+\\]/.test(p.textContent));
-        }""",
-        timeout=300_000,
-    )
-    page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=60_000)
-    page.screenshot(path=str(ARTIFACTS / "03_masking_run_all.png"), full_page=True)
+def test_start_page_links_every_chapter(walk):
+    w = walk(START, "00_start_here")
+    with w.step("open"):
+        w.open()
+    with w.step("links"):
+        chapters = sorted(p.name for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb") if p.name != START)
+        hrefs = w.page.eval_on_selector_all(
+            ".jp-RenderedMarkdown a[href]", "links => links.map(a => a.getAttribute('href'))"
+        )
+        # JupyterLab rewrites relative links to /files/<name>?_xsrf=...: compare the path part.
+        paths = [h.split("#")[0].split("?")[0] for h in hrefs]
+        missing = [c for c in chapters if not any(p.endswith(c) for p in paths)]
+        assert not missing, f"00_start_here does not link {missing}; it links {hrefs}"
+    with w.step("follow_link"):
+        w.page.click(f".jp-RenderedMarkdown a[href*='{MASKING}']")
+        w.page.wait_for_selector(f".lm-TabBar-tab.jp-mod-current >> text={MASKING}")
 
-    errors = page.eval_on_selector_all(
-        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-        "nodes => nodes.map(n => n.textContent).filter(t => t.includes('Traceback'))",
-    )
-    assert not errors, f"a cell of {MASKING} shows an error in the browser: {errors[0][:2000]}"
 
-    slider = page.locator(".widget-slider, .jupyter-widgets.widget-hslider").filter(
+def test_masking_chapter_runs_and_explorer_redraws(walk):
+    w = walk(MASKING, "03_masking")
+    with w.step("open"):
+        w.open()
+    with w.step("run_all"):
+        w.run_all()
+        errors = w.visible_errors()
+        assert not errors, f"a cell shows an error: {errors[0][:2000]}"
+
+    slider = w.panel.locator(".widget-slider, .jupyter-widgets.widget-hslider").filter(
         has_text="mask_patch"
     ).first
-    slider.scroll_into_view_if_needed()
     explorer = slider.locator("xpath=ancestor::div[contains(@class,'jp-OutputArea')][1]")
     figure = explorer.locator("img").first
-    figure.wait_for(timeout=60_000)
-    before = figure.get_attribute("src")
-    explorer.screenshot(path=str(ARTIFACTS / "03_masking_explorer_before.png"))
-
-    handle = slider.locator(".noUi-handle, .ui-slider-handle, [role='slider']").first
-    handle.click()
-    for _ in range(5):
-        page.keyboard.press("ArrowRight")
-    page.wait_for_function(
-        "([el, old]) => { const img = el.querySelector('img'); return img && img.src !== old; }",
-        arg=[explorer.element_handle(), before],
-        timeout=60_000,
-    )
-    explorer.screenshot(path=str(ARTIFACTS / "03_masking_explorer_after.png"))
-    assert figure.get_attribute("src") != before
-
-    # What the browser ran is saved back to the copy; the saved notebook has no error output.
-    page.keyboard.press("Control+s")
-    time.sleep(2)
-    saved = json.loads((lab["root"] / MASKING).read_text())
-    error_outputs = [
-        o for c in saved["cells"] if c["cell_type"] == "code"
-        for o in c.get("outputs", []) if o.get("output_type") == "error"
-    ]
-    assert not error_outputs, f"saved notebook has error outputs: {error_outputs[:1]}"
+    with w.step("explorer_before"):
+        slider.scroll_into_view_if_needed()
+        figure.wait_for()
+        before = figure.get_attribute("src")
+    with w.step("explorer_after"):
+        slider.locator(".noUi-handle, .ui-slider-handle, [role='slider']").first.click()
+        for _ in range(5):
+            w.page.keyboard.press("ArrowRight")
+        w.page.wait_for_function(
+            "([el, old]) => { const img = el.querySelector('img'); return img && img.src !== old; }",
+            arg=[explorer.element_handle(), before],
+        )
+    with w.step("saved"):
+        saved = w.save_and_read()
+        error_outputs = [
+            o for c in saved["cells"] if c["cell_type"] == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "error"
+        ]
+        assert not error_outputs, f"saved notebook has error outputs: {error_outputs[:1]}"
