@@ -10,6 +10,12 @@ nbgrader's rules, so the same chapters also work with ``nbgrader generate_assign
 
     python -m ssast_teach.assignments release 3 04_model --out handout/
     python -m ssast_teach.assignments grade alice/03_masking.ipynb --json alice-03.json
+    python -m ssast_teach.assignments student-edition          # rewrite chapters/student/
+    python -m ssast_teach.assignments student-edition --check  # exit 1 if it is stale
+
+The **student edition** (``chapters/student/``) is the release of every chapter, committed: the
+worked edition (``chapters/``, executed) and the student edition come from one source, and a
+test keeps the committed copy identical to a fresh release.
 
 Grading runs at ``COURSE_SCALE=ci`` unless ``--scale`` or the ``COURSE_SCALE`` variable says
 otherwise: the checkers run their own seeded cases, so the scale only sets how long the
@@ -22,6 +28,8 @@ import argparse
 import copy
 import json
 import os
+import posixpath
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,8 +40,10 @@ from nbformat import NotebookNode
 
 from ssast_teach import COURSE_SCALES, course_scale
 from ssast_teach.download import atomic_write
+from ssast_teach.exercises import GRADING_ENV
 
 CHAPTERS_DIR = Path(__file__).resolve().parents[1] / "chapters"
+STUDENT_EDITION = "student"  # the committed student edition: chapters/student/
 # nbgrader's default stubs, so that our release and ``nbgrader generate_assignment`` agree
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
@@ -186,8 +196,7 @@ def release_notebook(nb: NotebookNode, where: str = "notebook") -> NotebookNode:
 
 def write_notebook(nb: NotebookNode, path: Path) -> None:
     """Write ``nb`` to ``path`` atomically."""
-    text = nbformat.writes(nb)
-    text = text if text.endswith("\n") else text + "\n"
+    text = notebook_text(nb)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
@@ -218,6 +227,78 @@ def release(
     for nb, target in zip(released, targets, strict=True):
         write_notebook(nb, target)
     return targets
+
+
+MARKDOWN_LINK = re.compile(r"(\]\()([^)\s]+)(\))")
+
+
+def relink(nb: NotebookNode, moved_to: str, keep: set[str]) -> None:
+    """Rewrite, in place, the relative markdown links of a notebook moved into the subfolder
+    ``moved_to`` so they still reach their targets; links to a name in ``keep`` (the
+    notebooks moved with it) stay as they are."""
+
+    def fix(match: re.Match) -> str:
+        target = match.group(2)
+        path, hash_, anchor = target.partition("#")
+        if not path or path in keep or re.match(r"^[a-z][a-z0-9+.-]*:|^/", path):
+            return match.group(0)
+        moved = posixpath.relpath(path, moved_to)
+        return f"{match.group(1)}{moved}{hash_}{anchor}{match.group(3)}"
+
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = MARKDOWN_LINK.sub(fix, cell.source)
+
+
+def student_edition(chapters_dir: Path = CHAPTERS_DIR) -> dict[str, NotebookNode]:
+    """Every chapter released, its links fixed for ``chapters/student/``, by file name."""
+    sources = list_chapters(chapters_dir)
+    if not sources:
+        raise FileNotFoundError(f"no chapter notebooks in {chapters_dir}")
+    names = {s.name for s in sources}
+    edition = {}
+    for source in sources:
+        nb = release_notebook(nbformat.read(source, as_version=4), str(source))
+        relink(nb, STUDENT_EDITION, names)
+        edition[source.name] = nb
+    return edition
+
+
+def notebook_text(nb: NotebookNode) -> str:
+    """The file text of ``nb`` as the release tool writes it."""
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def stale_student_edition(chapters_dir: Path = CHAPTERS_DIR) -> list[str]:
+    """Names of the committed student notebooks that differ from a fresh release (or are
+    missing, or have no chapter any more); empty when the edition is up to date."""
+    out = Path(chapters_dir) / STUDENT_EDITION
+    fresh = student_edition(chapters_dir)
+    stale = [
+        name for name, nb in fresh.items()
+        if not (out / name).is_file()
+        or (out / name).read_text(encoding="utf-8") != notebook_text(nb)
+    ]
+    extra = sorted(p.name for p in out.glob("*.ipynb") if p.name not in fresh)
+    return stale + extra
+
+
+def write_student_edition(chapters_dir: Path = CHAPTERS_DIR) -> list[Path]:
+    """Rewrite ``chapters/student/`` from the chapters (built in full before anything is
+    written); a student notebook whose chapter is gone is removed. Returns the paths written."""
+    out = Path(chapters_dir) / STUDENT_EDITION
+    fresh = student_edition(chapters_dir)
+    out.mkdir(exist_ok=True)
+    written = []
+    for name, nb in fresh.items():
+        text = notebook_text(nb)
+        atomic_write(out / name, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+        written.append(out / name)
+    for orphan in out.glob("*.ipynb"):
+        if orphan.name not in fresh:
+            orphan.unlink()
+    return written
 
 
 # ---------------------------------------------------------------------------- grade
@@ -332,7 +413,8 @@ def execute(nb: NotebookNode, cwd: Path, scale: str, timeout: int = DEFAULT_TIME
         resources={"metadata": {"path": str(cwd)}},
     )
     try:
-        client.execute(env={**os.environ, "COURSE_SCALE": scale})
+        # grading: a stub's check raises (scores 0) instead of going on with the library's version
+        client.execute(env={**os.environ, "COURSE_SCALE": scale, GRADING_ENV: "1"})
     except (DeadKernelError, CellTimeoutError) as error:
         return f"the kernel stopped ({type(error).__name__}: {error}), so this cell did not run"
     return None
@@ -456,6 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "names", nargs="*", metavar="CHAPTER", help="03_masking, 3 or a path; none = all"
     )
     rel.add_argument("--out", required=True, type=Path, help="folder for the student notebooks")
+    edition = commands.add_parser(
+        "student-edition", help=f"rewrite chapters/{STUDENT_EDITION}/ from the chapters"
+    )
+    edition.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if the edition is stale"
+    )
     grd = commands.add_parser("grade", help="execute a submission and score its exercises")
     grd.add_argument("notebook", type=Path, help="the submitted .ipynb")
     grd.add_argument("--source", help="instructor chapter (default: from the file name)")
@@ -469,6 +557,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "release":
             for path in release(args.names, args.out, args.chapters):
                 print(f"released {path}")
+            return 0
+        if args.command == "student-edition":
+            if args.check:
+                stale = stale_student_edition(args.chapters)
+                for name in stale:
+                    print(f"stale: {STUDENT_EDITION}/{name}", file=sys.stderr)
+                return 1 if stale else 0
+            for path in write_student_edition(args.chapters):
+                print(f"wrote {path}")
             return 0
         report = grade(
             args.notebook,

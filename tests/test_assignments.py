@@ -447,3 +447,30 @@ def test_nbgrader_releases_and_autogrades_a_chapter_like_we_do(e2e):
         theirs_scores = {g.name: g.score for g in submission.grades}
     report = e2e.get("one_report") or grade(e2e["one"], source, scale="ci", timeout=CELL_TIMEOUT)
     assert theirs_scores == {e.grade_id: e.points for e in report.exercises}
+
+
+def test_committed_student_edition_is_a_fresh_release():
+    from ssast_teach.assignments import stale_student_edition
+
+    stale = stale_student_edition()
+    assert not stale, (
+        f"chapters/student/ is stale ({stale}): run python -m ssast_teach.assignments "
+        "student-edition and commit it"
+    )
+
+
+def test_student_edition_links_reach_their_targets():
+    import re
+
+    from ssast_teach.assignments import CHAPTERS_DIR, STUDENT_EDITION
+
+    student = CHAPTERS_DIR / STUDENT_EDITION
+    for path in sorted(student.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "markdown":
+                continue
+            for target in re.findall(r"\]\(([^)\s#]+)", cell.source):
+                if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                    continue
+                assert (student / target).exists(), f"{path.name} links {target}, which is missing"

@@ -30,7 +30,8 @@ FLOW = [
     ("pretrain", "finetune"),
     ("evaluate",),
     ("ablations", "study"),
-    ("exercises", "assignments", "bench", "__main__"),
+    ("exercises",),
+    ("assignments", "bench", "__main__"),
 ]
 LEVEL = {name: level for level, group in enumerate(FLOW) for name in group}
 

@@ -9,6 +9,9 @@ import torchaudio
 from ssast_teach import audio
 from ssast_teach.exercises import ExerciseError, ch01
 
+# graded behaviour: a stub's check raises (tests/test_exercises_common.py covers the other)
+pytestmark = pytest.mark.usefixtures("grading")
+
 
 def _kaldi_frames(num_samples: int, rate: int) -> int:
     w = torch.randn(1, num_samples)

@@ -8,6 +8,9 @@ from ssast_teach.exercises import ExerciseError, ch02, ch03
 from ssast_teach.masking import frame_mask, masking_frequency, random_mask
 from ssast_teach.patches import PatchGrid, fold_patches, unfold_patches
 
+# graded behaviour: a stub's check raises (tests/test_exercises_common.py covers the other)
+pytestmark = pytest.mark.usefixtures("grading")
+
 HIDDEN = [False, True]
 
 

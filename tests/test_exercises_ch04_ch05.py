@@ -10,6 +10,9 @@ from ssast_teach.exercises import ExerciseError, ch04, ch05
 from ssast_teach.losses import info_nce_loss, mse_loss
 from ssast_teach.model import adapt_pos_embed
 
+# graded behaviour: a stub's check raises (tests/test_exercises_common.py covers the other)
+pytestmark = pytest.mark.usefixtures("grading")
+
 # ------------------------------------------------------------------ correct answers pass
 
 

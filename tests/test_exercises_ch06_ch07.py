@@ -10,6 +10,9 @@ from ssast_teach.finetune import FinetuneConfig, average_precision, confusion_ma
 from ssast_teach.patches import fold_patches
 from ssast_teach.training import warmup_lr
 
+# graded behaviour: a stub's check raises (tests/test_exercises_common.py covers the other)
+pytestmark = pytest.mark.usefixtures("grading")
+
 # ------------------------------------------------------------------ correct answers pass
 
 

@@ -24,6 +24,9 @@ from ssast_teach.ablations import (
 from ssast_teach.checkpoints import make_official_like, published_results
 from ssast_teach.exercises import ExerciseError, ch08, ch09
 
+# graded behaviour: a stub's check raises (tests/test_exercises_common.py covers the other)
+pytestmark = pytest.mark.usefixtures("grading")
+
 # ------------------------------------------------------------------ right answers pass
 
 

@@ -1,31 +1,96 @@
 """Checkers for the chapters' exercises (one module per chapter: ``ch01`` ... ``ch09``).
 
 A checker runs the student's function on seeded cases, compares it with the library's answer
-and either prints one ``✓`` line or raises :class:`ExerciseError` naming what is wrong (shape,
-dtype, values, or the failing case and the exception the student's code raised). It never
-stops the kernel: an exception in a notebook cell is just a red cell the student can fix.
+(or, for an open-ended extension, checks the properties any right answer has) and either
+prints one ``✓`` line or raises :class:`ExerciseError` naming what is wrong (shape, dtype,
+values, or the failing case and the exception the student's code raised). It never stops the
+kernel: an exception in a notebook cell is just a red cell the student can fix.
+
+Every public checker is wrapped by :func:`checker`. A stub that was never filled in (it raises
+``NotImplementedError``) is reported as "not implemented yet" without an exception, so Run All
+goes top to bottom on an untouched student notebook, and a checker given the library's version
+of the function returns it, so the chapter goes on with it. Under grading
+(``SSAST_TEACH_GRADING=1``, which ``python -m ssast_teach.assignments grade`` sets) the same
+stub raises and scores zero. Hidden cases are drawn from :func:`hidden_seed`, which only the
+grader sets (``SSAST_TEACH_GRADER_SEED``). Reference answers are private names (``_x``):
+the exercise modules export checkers only.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 Mistake = tuple[str, torch.Tensor]  # (what the student probably did, what that gives)
+GRADING_ENV = "SSAST_TEACH_GRADING"
+GRADER_SEED_ENV = "SSAST_TEACH_GRADER_SEED"
 
 
 class ExerciseError(AssertionError):
     """A wrong answer, explained. nbgrader counts any exception in a graded cell as a fail."""
 
 
+class NotImplementedYet(ExerciseError):
+    """The student's function is still the stub: it raised ``NotImplementedError``."""
+
+
+def grading() -> bool:
+    """True inside a graded run (``SSAST_TEACH_GRADING=1``): a stub then fails its check."""
+    return os.environ.get(GRADING_ENV, "").lower() in ("1", "true", "yes")
+
+
+def hidden_seed(default: int) -> int:
+    """The seed of a checker's hidden cases: the grader's ``SSAST_TEACH_GRADER_SEED`` when set
+    (so a student cannot precompute the cases of a graded run), else ``default``."""
+    value = os.environ.get(GRADER_SEED_ENV)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{GRADER_SEED_ENV} must be an integer, got {value!r}") from None
+
+
+def checker(reference: Callable[..., Any] | None = None):
+    """Wrap a chapter's check ``check(fn, hidden=False)``.
+
+    On a stub it prints "not implemented yet" (raises under :func:`grading`). With a
+    ``reference`` (the library's version, same signature) the wrapped check returns the
+    function the chapter should go on with: the student's when it passed, else ``reference``.
+    Without one it returns None, so a check cell displays nothing but its ``✓`` line.
+    """
+
+    def wrap(check: Callable[..., None]) -> Callable[..., Any]:
+        @functools.wraps(check)
+        def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            try:
+                check(fn, *args, **kwargs)
+            except NotImplementedYet as error:
+                if grading():
+                    raise
+                then = (
+                    "; the chapter goes on with the library's version" if reference else ""
+                )
+                print(f"… {error}{then}")
+                return reference
+            return fn if reference is not None else None
+
+        return run
+
+    return wrap
+
+
 def call_student(fn: Callable[..., Any], *args: Any, case: str, **kwargs: Any) -> Any:
-    """Run the student's ``fn``; turn whatever it raises into an :class:`ExerciseError`."""
+    """Run the student's ``fn``; turn whatever it raises into an :class:`ExerciseError`
+    (:class:`NotImplementedYet` for a stub)."""
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
-        raise ExerciseError(
+        raise NotImplementedYet(
             f"{getattr(fn, '__name__', 'your function')} is not implemented yet "
             f"(it raised NotImplementedError on {case})"
         ) from None

@@ -14,7 +14,7 @@ import torch
 import torchaudio
 
 from ssast_teach.audio import FRAME_LENGTH_MS, FRAME_SHIFT_MS, NORM_STATS, normalize, pad_or_cut
-from ssast_teach.exercises import ExerciseError, call_student, check_tensor, passed
+from ssast_teach.exercises import ExerciseError, call_student, check_tensor, checker, passed
 
 __all__ = [
     "check_mel_centres",
@@ -48,6 +48,7 @@ def kaldi_mel_centres(
 # Exercise 1: number of frames
 
 
+@checker()
 def check_num_frames(num_frames: Callable[..., Any], hidden: bool = False) -> None:
     """``num_frames(num_samples, sample_rate)`` must give Kaldi's frame count."""
     cases = [(160000, 16000), (16000, 16000), (80016, 16000), (400, 16000), (8000, 8000)]
@@ -81,6 +82,7 @@ def check_num_frames(num_frames: Callable[..., Any], hidden: bool = False) -> No
 # Exercise 2: pad or cut
 
 
+@checker()
 def check_pad_or_cut(student_pad_or_cut: Callable[..., Any], hidden: bool = False) -> None:
     """``pad_or_cut(fbank, target_length)`` must zero-pad or cut at the end."""
     cases = [(5, 4, 8), (10, 4, 8), (8, 4, 8)]
@@ -129,6 +131,7 @@ def check_pad_or_cut(student_pad_or_cut: Callable[..., Any], hidden: bool = Fals
 # Exercise 3: normalise with the dataset's statistics
 
 
+@checker()
 def check_normalize(normalize_fbank: Callable[..., Any], hidden: bool = False) -> None:
     """``normalize_fbank(fbank, mean, std)`` must give ``(fbank - mean) / (2 * std)``."""
     names = ["audioset", "esc50"] + (["speechcommands"] if hidden else [])
@@ -166,6 +169,7 @@ def check_normalize(normalize_fbank: Callable[..., Any], hidden: bool = False) -
 # Exercise 4: centre frequencies of the mel filters
 
 
+@checker()
 def check_mel_centres(mel_centres_hz: Callable[..., Any], hidden: bool = False) -> None:
     """``mel_centres_hz(num_mel_bins, low_hz, high_hz)`` must give Kaldi's filter centres."""
     cases = [(128, 20.0, 8000.0), (40, 20.0, 8000.0), (23, 64.0, 4000.0)]

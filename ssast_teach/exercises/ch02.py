@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ssast_teach.exercises import ExerciseError, call_student, check_tensor, passed
+from ssast_teach.exercises import ExerciseError, call_student, check_tensor, checker, passed
 from ssast_teach.patches import PatchGrid, fold_patches, unfold_patches
 
 # (input_fdim, input_tdim, fshape, tshape, fstride, tstride)
@@ -61,6 +61,7 @@ def _image(g: PatchGrid, seed: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 1, g.input_fdim, g.input_tdim, generator=gen)  # (B, 1, F, T)
 
 
+@checker()
 def check_grid_size(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(input_fdim, input_tdim, fshape, tshape, fstride, tstride) -> (f_dim, t_dim)``."""
     cases = GRID_HIDDEN if hidden else GRID_CASES
@@ -111,6 +112,7 @@ def _unfold_hint(got: torch.Tensor, expected: torch.Tensor, g: PatchGrid) -> str
     return ""
 
 
+@checker()
 def check_unfold(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(x (B, 1, F, T), grid) -> (B, N, fshape*tshape)``, as ``unfold_patches``."""
     cases = PATCH_HIDDEN if hidden else PATCH_CASES
@@ -136,6 +138,7 @@ def check_unfold(fn: Callable[..., Any], hidden: bool = False) -> None:
     passed(2, 2, f"unfold matches ssast_teach.patches.unfold_patches on {len(cases)} {what}")
 
 
+@checker()
 def check_fold(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(patches (B, N, fshape*tshape), grid) -> (B, 1, F, T)``, as ``fold_patches``."""
     cases = PATCH_HIDDEN if hidden else PATCH_CASES

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ssast_teach.exercises import ExerciseError, call_student, check_tensor, passed
+from ssast_teach.exercises import ExerciseError, call_student, check_tensor, checker, passed
 from ssast_teach.masking import cluster_mask, masking_frequency
 
 # (batch, num_patches, mask_patch)
@@ -50,6 +50,7 @@ def _draw(
         return call_student(fn, *case, generator=generator, case=name)
 
 
+@checker()
 def check_random_mask(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(batch, num_patches, mask_patch, generator=None) -> LongTensor (batch, mask_patch)``."""
     cases = RANDOM_HIDDEN if hidden else RANDOM_CASES
@@ -108,6 +109,7 @@ FREQ_CASES = [(64, 8, 64, 400), (10, 4, 8, 20), (1, 2, 3, 4)]  # (clips, f_dim, 
 FREQ_HIDDEN = [(33, 8, 64, 100), (7, 1, 512, 400), (50, 3, 5, 2)]
 
 
+@checker()
 def check_masking_frequency(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(mask_ids (B, M), f_dim, t_dim) -> FloatTensor (f_dim, t_dim)``."""
     cases = FREQ_HIDDEN if hidden else FREQ_CASES
@@ -175,6 +177,7 @@ def _official_cluster_ids(
     return sorted(int(v) for v in ids[keep])
 
 
+@checker()
 def check_cluster_ids(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(start, c, t_dim, num_patches, wrap_rows=True) -> sorted list of one cluster's ids``."""
     cases = CLUSTER_HIDDEN if hidden else CLUSTER_CASES

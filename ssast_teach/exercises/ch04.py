@@ -18,6 +18,7 @@ from ssast_teach.exercises import (
     Mistake,
     call_student,
     check_with_hints,
+    checker,
     passed,
 )
 from ssast_teach.model import SSASTModel, adapt_pos_embed
@@ -37,6 +38,7 @@ def _attention_cases(hidden: bool) -> list[tuple[str, Tensor, Tensor, Tensor]]:
     return cases
 
 
+@checker()
 def check_attention(
     attention: Callable[[Tensor, Tensor, Tensor], Tensor], hidden: bool = False
 ) -> None:
@@ -125,6 +127,7 @@ def _block_mistakes(x: Tensor, blk: nn.Module) -> list[Mistake]:
     ]
 
 
+@checker()
 def check_block_forward(
     block_forward: Callable[[Tensor, nn.Module], Tensor], hidden: bool = False
 ) -> None:
@@ -164,6 +167,7 @@ def _crop_reference(grid: Tensor, t_dim: int) -> Tensor:
     return out.transpose(1, 2).reshape(1, d, p_f, t_dim)  # (1, D, p_f, t)
 
 
+@checker()
 def check_center_crop(
     center_crop_time: Callable[[Tensor, int], Tensor], hidden: bool = False
 ) -> None:

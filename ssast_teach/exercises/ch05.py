@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ssast_teach.exercises import call_student, check_with_hints, passed
+from ssast_teach.exercises import call_student, check_with_hints, checker, passed
 from ssast_teach.losses import info_nce_loss, mse_loss
 
 
@@ -43,6 +43,7 @@ def _accuracy(winners: Tensor) -> Tensor:
     return (winners == torch.arange(winners.shape[-1])).float().mean()
 
 
+@checker()
 def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = False) -> None:
     """``info_nce(pred, target)``: the official InfoNCE loss, a 0-d tensor."""
     for case, pred, target in _nce_cases(hidden):
@@ -68,6 +69,7 @@ def check_info_nce(info_nce: Callable[[Tensor, Tensor], Tensor], hidden: bool = 
     passed(5, 1, "your InfoNCE equals the official masked-patch classification loss")
 
 
+@checker()
 def check_masked_accuracy(
     masked_accuracy: Callable[[Tensor, Tensor], Tensor], hidden: bool = False
 ) -> None:
@@ -97,6 +99,7 @@ def check_masked_accuracy(
     passed(5, 2, "your masked-patch accuracy equals the official softmax-then-column-argmax")
 
 
+@checker()
 def check_masked_mse(
     masked_mse: Callable[[Tensor, Tensor, Tensor], Tensor], hidden: bool = False
 ) -> None:

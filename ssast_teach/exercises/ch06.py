@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ssast_teach import training
-from ssast_teach.exercises import ExerciseError, call_student, check_with_hints, passed
+from ssast_teach.exercises import ExerciseError, call_student, check_with_hints, checker, passed
 from ssast_teach.masking import cluster_mask, frame_mask
 from ssast_teach.model import SSASTModel
 from ssast_teach.patches import PatchGrid, fold_patches
@@ -40,6 +40,7 @@ def _warmup_hint(got: object, step: int, base_lr: float, warmup_steps: int, ever
     return f"expected step / warmup_steps * base_lr = {expected:.6g}"
 
 
+@checker()
 def check_warmup_lr(
     warmup_lr: Callable[[int, float, int, int], float | None], hidden: bool = False
 ) -> None:
@@ -92,6 +93,7 @@ def _joint_cases(hidden: bool) -> list[tuple[str, SSASTModel, Tensor, Tensor, Te
     return cases
 
 
+@checker()
 def check_joint_step_loss(
     joint_step_loss: Callable[[SSASTModel, Tensor, Tensor, Tensor], Tensor], hidden: bool = False
 ) -> None:
@@ -149,6 +151,7 @@ def _fold_cases(hidden: bool) -> list[tuple[str, Tensor, Tensor, Tensor, PatchGr
     return cases
 
 
+@checker()
 def check_fill_and_fold(
     fill_and_fold: Callable[[Tensor, Tensor, Tensor, PatchGrid], Tensor], hidden: bool = False
 ) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ssast_teach.exercises import ExerciseError, call_student, check_with_hints, passed
+from ssast_teach.exercises import ExerciseError, call_student, check_with_hints, checker, passed
 from ssast_teach.finetune import HEAD, average_precision, confusion_matrix
 from ssast_teach.model import SSASTModel
 
@@ -42,6 +42,7 @@ def _mean_precision_at_every_rank(scores: Tensor, labels: Tensor) -> float:
     return float((hits / torch.arange(1, len(scores) + 1)).mean())
 
 
+@checker()
 def check_average_precision(
     average_precision_fn: Callable[[Tensor, Tensor], float], hidden: bool = False
 ) -> None:
@@ -85,6 +86,7 @@ def _confusion_cases(hidden: bool) -> list[tuple[str, Tensor, Tensor]]:
     return cases
 
 
+@checker()
 def check_confusion(
     confusion: Callable[[Tensor, Tensor], Tensor], hidden: bool = False
 ) -> None:
@@ -108,6 +110,7 @@ def _probe_model(seed: int, input_tdim: int) -> SSASTModel:
         return SSASTModel.for_finetuning(sd, n_classes=5, fstride=16, tstride=16, input_tdim=input_tdim)
 
 
+@checker()
 def check_linear_probe(
     freeze_for_linear_probe: Callable[[SSASTModel], list], hidden: bool = False
 ) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ssast_teach.checkpoints import make_official_like
-from ssast_teach.exercises import ExerciseError, call_student, passed
+from ssast_teach.exercises import ExerciseError, call_student, checker, passed
 from ssast_teach.model import SSASTConfig, SSASTModel, strip_module_prefix
 
 GEOMETRY_KEYS = ("embed_dim", "depth", "cls_tokens", "fshape", "tshape", "num_patches",
@@ -90,6 +90,7 @@ def _run(fn: Callable, sd: Mapping[str, Tensor], case: str) -> object:
         raise
 
 
+@checker()
 def check_infer_geometry(infer_geometry: Callable, hidden: bool = False) -> None:
     """``infer_geometry(state_dict)`` -> dict of :data:`GEOMETRY_KEYS` ints."""
     for case, sd in _geometry_cases(hidden):
@@ -143,6 +144,7 @@ def _count_cases(hidden: bool) -> list[tuple[str, Mapping[str, Tensor]]]:
     return cases
 
 
+@checker()
 def check_count_parameters(count_parameters: Callable, hidden: bool = False) -> None:
     """``count_parameters(state_dict)`` -> dict of :data:`COUNT_KEYS` ints."""
     for case, sd in _count_cases(hidden):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from ssast_teach.ablations import difference_in_se, kendall_tau, readme_averages
 from ssast_teach.checkpoints import published_results
-from ssast_teach.exercises import ExerciseError, call_student, passed
+from ssast_teach.exercises import ExerciseError, call_student, checker, passed
 
 
 def _number(name: str, got: object, case: str) -> float:
@@ -58,6 +58,7 @@ def _tau_a(x: Sequence[float], y: Sequence[float]) -> float:
     return signed / len(pairs)
 
 
+@checker()
 def check_kendall_tau(kendall: Callable[[list, list], float], hidden: bool = False) -> None:
     """``kendall(x, y)``: Kendall's tau-b of two lists of floats."""
     for case, x, y in _tau_cases(hidden):
@@ -86,6 +87,7 @@ def _average_cases(hidden: bool) -> list[tuple[str, dict[str, str]]]:
     return [(f"the published row of {n}", dict(rows[n])) for n in names]
 
 
+@checker()
 def check_readme_averages(averages: Callable[[dict], tuple], hidden: bool = False) -> None:
     """``averages(row)``: ``(average audio, average speech)`` of one CSV row, None if missing."""
     for case, row in _average_cases(hidden):
@@ -119,6 +121,7 @@ def _se_cases(hidden: bool) -> list[tuple[str, tuple[float, int, float, int]]]:
     return [(f"acc_a={a}, n_a={na}, acc_b={b}, n_b={nb}", (a, na, b, nb)) for a, na, b, nb in cases]
 
 
+@checker()
 def check_difference_in_se(fn: Callable[[float, int, float, int], float],
                            hidden: bool = False) -> None:
     """``fn(acc_a, n_a, acc_b, n_b)``: the gap ``acc_a - acc_b`` in standard errors."""
