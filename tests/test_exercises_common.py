@@ -60,6 +60,11 @@ def test_under_grading_a_stub_raises(grading):
         check_extension(stub)
 
 
+def test_hidden_cases_fail_a_stub_even_outside_grading():
+    with pytest.raises(NotImplementedYet):
+        check_square(stub, hidden=True)
+
+
 def test_hidden_seed_comes_from_the_grader(monkeypatch):
     monkeypatch.delenv(GRADER_SEED_ENV, raising=False)
     assert hidden_seed(7) == 7

@@ -58,7 +58,9 @@ def hidden_seed(default: int) -> int:
 def checker(reference: Callable[..., Any] | None = None):
     """Wrap a chapter's check ``check(fn, hidden=False)``.
 
-    On a stub it prints "not implemented yet" (raises under :func:`grading`). With a
+    On a stub it prints "not implemented yet" (raises under :func:`grading` and with
+    ``hidden=True``: a graded check cell runs its hidden cases first, then the visible
+    check that rebinds the name, so nbgrader scores a stub zero too). With a
     ``reference`` (the library's version, same signature) the wrapped check returns the
     function the chapter should go on with: the student's when it passed, else ``reference``.
     Without one it returns None, so a check cell displays nothing but its ``✓`` line.
@@ -70,7 +72,9 @@ def checker(reference: Callable[..., Any] | None = None):
             try:
                 check(fn, *args, **kwargs)
             except NotImplementedYet as error:
-                if grading():
+                # hidden cases run only in a graded run (ours or nbgrader's autograde, which
+                # restore them), so they fail a stub even where the grading variable is unset
+                if grading() or kwargs.get("hidden"):
                     raise
                 then = (
                     "; the chapter goes on with the library's version" if reference else ""
