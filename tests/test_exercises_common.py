@@ -73,3 +73,14 @@ def test_hidden_seed_comes_from_the_grader(monkeypatch):
     monkeypatch.setenv(GRADER_SEED_ENV, "abc")
     with pytest.raises(ValueError, match=GRADER_SEED_ENV):
         hidden_seed(7)
+
+
+def test_reveal_prints_the_answer_beside_the_prediction(capsys):
+    from ssast_teach.exercises import reveal
+
+    assert reveal(3, None) is None
+    assert reveal(3, 3) is True
+    assert reveal(3.01, 3, agrees=lambda p, a: abs(p - a) < 0.1) is True
+    assert reveal("low", "high") is False
+    out = capsys.readouterr().out
+    assert "no prediction recorded" in out and "answer: low" in out and "not this time" in out

@@ -168,3 +168,21 @@ def check_with_hints(
 def passed(chapter: int, exercise: int, what: str) -> None:
     """Print the one success line of a checker (deterministic, so nbval may compare it)."""
     print(f"✓ ch{chapter:02d} exercise {exercise}: {what}")
+
+
+def reveal(
+    answer: Any,
+    prediction: Any = None,
+    *,
+    agrees: Callable[[Any, Any], bool] | None = None,
+) -> bool | None:
+    """The second half of a predict-then-run question: print the measured ``answer`` beside the
+    learner's ``prediction`` (``my_prediction``, None when they did not commit to one).
+    ``agrees(prediction, answer)`` decides a match (default ``==``). Returns the match, or None."""
+    print(f"answer: {answer}")
+    if prediction is None:
+        print("no prediction recorded: set my_prediction in the cell above, then run both again")
+        return None
+    right = bool(agrees(prediction, answer) if agrees is not None else prediction == answer)
+    print(f"your prediction: {prediction}: {'right' if right else 'not this time, see why below'}")
+    return right
