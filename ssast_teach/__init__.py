@@ -19,6 +19,7 @@ INFO lines, as the command lines and the chapters do.
 import logging
 import os
 import sys
+from pathlib import Path
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,19 @@ def course_scale(default: str = "classroom") -> str:
             f"COURSE_SCALE={scale!r} is not a course scale; expected one of {', '.join(COURSE_SCALES)}"
         )
     return scale
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as a log line or a notebook output shows it: relative to the repository when
+    inside it, else with the home folder written ``~``, so that no committed output holds one
+    machine's absolute path."""
+    resolved = Path(path).expanduser().resolve()
+    for base, prefix in ((Path(__file__).resolve().parents[1], ""), (Path.home(), "~/")):
+        try:
+            return prefix + resolved.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(path)
 
 
 def log_to_stdout(level: int | str = logging.INFO, logger: str = "ssast_teach") -> logging.Logger:

@@ -12,6 +12,8 @@ import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 
+from ssast_teach import shown_path
+
 MIN_PYTHON = (3, 10)
 INSTALL_HINT = "install the course with: pip install -e '.[course]'"
 EXPECTED_CLIPS = {  # shipped course data: (sub-folder, file pattern, count)
@@ -86,7 +88,7 @@ def _data(name: str) -> Check:
         found = len(list(path.glob(pattern)))
         if found != expected:
             raise RuntimeError(f"{found} clips in {path}, expected {expected}")
-        return f"{found} clips in {path}"
+        return f"{found} clips in {shown_path(path)}"
 
     return check
 

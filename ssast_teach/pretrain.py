@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ssast_teach import __version__
+from ssast_teach import __version__, shown_path
 from ssast_teach.audio import FrontEndConfig
 from ssast_teach.datasets import (
     DataSplit,
@@ -444,7 +444,7 @@ def pretrain(
     seconds = time.perf_counter() - start
     if env.is_main:
         _save_final(model, out_dir / "pretrained.pth", config, run.state, seconds)
-    log(env, f"pretraining done in {seconds:.1f} s: {out_dir / 'pretrained.pth'}")
+    log(env, f"pretraining done in {seconds:.1f} s: {shown_path(out_dir / 'pretrained.pth')}")
     return model, run.history
 
 
