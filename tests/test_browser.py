@@ -1,8 +1,12 @@
-"""The JupyterLab walkthrough, seen by a browser (issue: chapters must work where students use them).
+"""The course seen by a browser: the student's path through JupyterLab, and the worked edition.
 
-nbval proves the kernel side of every chapter; this test proves what a student sees: JupyterLab
-serves the course, the start page links every chapter, the masking chapter runs top to bottom
-without an error, and moving a slider of its mask explorer redraws the figure.
+nbval proves the kernel side of every chapter; these tests prove what a learner sees. The
+student's loop, as the README's course command starts it: the student edition's start page
+links every chapter; its link opens chapter 03; Run All reaches the last cell with no error, and
+every check of an unwritten piece says "not implemented yet"; a correct solution typed into a
+stub cell through the editor, then that cell and its check re-run, gives the ``✓`` line; the
+mask explorer's slider, moved, redraws the figure. The worked edition's chapter 03 runs top to
+bottom too, and its explorer redraws.
 
 It starts ``jupyter lab`` on 127.0.0.1 with a token and its own port, over a copy of
 ``chapters/`` (the committed notebooks are never re-saved), with its own Jupyter config, data,
@@ -38,6 +42,8 @@ ARTIFACTS = REPO / "test-artifacts" / "browser"
 CHAPTERS = REPO / "chapters"
 MASKING = "03_masking.ipynb"
 START = "00_start_here.ipynb"
+WORKED, STUDENT = "chapters", "chapters/student"  # as the server (rooted like the README) sees them
+STUB = "raise NotImplementedError()"
 RUN_ALL_TIMEOUT_MS = 300_000
 
 
@@ -99,6 +105,7 @@ def lab(tmp_path_factory):
         "(or point SSAST_TEACH_CHROMIUM at a Chromium/Chrome binary)",
     )
     root = tmp_path_factory.mktemp("lab")
+    # rooted above chapters/, as the README's `jupyter lab --ServerApp.root_dir=. ...` is
     shutil.copytree(CHAPTERS, root / "chapters")
     env = _isolated_env(root / "jupyter")
     _lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
@@ -109,7 +116,7 @@ def lab(tmp_path_factory):
         [
             sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
             f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
-            "--allow-root", f"--ServerApp.root_dir={root / 'chapters'}",
+            "--allow-root", f"--ServerApp.root_dir={root}",
             "--ServerApp.open_browser=False",
             f"--LabApp.user_settings_dir={env['JUPYTERLAB_SETTINGS_DIR']}",
             f"--LabApp.workspaces_dir={env['JUPYTERLAB_WORKSPACES_DIR']}",
@@ -129,7 +136,7 @@ def lab(tmp_path_factory):
                     log.flush()
                     pytest.fail(f"jupyter lab did not start: {log_path.read_text()}")
                 time.sleep(0.5)
-        yield {"base": base, "token": token, "root": root / "chapters", "chromium": chromium}
+        yield {"base": base, "token": token, "root": root, "chromium": chromium}
     finally:
         server.terminate()
         try:
@@ -161,17 +168,23 @@ def browser(lab):
 
 
 class Walk:
-    """One notebook open in its own reset workspace, and the steps a student takes in it.
+    """One browser page in its own reset workspace, and the steps a learner takes in it.
 
     ``with walk.step("name"):`` screenshots the page when the step ends; when it fails, the
     error names the step, that screenshot and the notebook's visible error text."""
 
     def __init__(self, browser, lab, notebook: str, tag: str) -> None:
         self.lab, self.notebook, self.tag, self.count = lab, notebook, tag, 0
+        for old in ARTIFACTS.glob(f"{tag}_[0-9][0-9]_*.png"):  # a previous run's, maybe a failure
+            old.unlink()
         self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
         self.page = self.context.new_page()
         self.page.set_default_timeout(60_000)
-        self.panel = self.page.locator(".jp-NotebookPanel")
+
+    @property
+    def panel(self):
+        """The notebook in view (others opened by a link stay in the DOM, hidden)."""
+        return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
 
     def close(self) -> None:
         self.context.close()
@@ -183,13 +196,15 @@ class Walk:
             self.page.screenshot(path=str(path), full_page=True)
         return path
 
-    def visible_errors(self) -> list[str]:
+    def outputs(self, mime: str = "") -> list[str]:
+        """The text of every output area in view (of one mime type when given)."""
+        selector = ".jp-OutputArea-output" + (f"[data-mime-type='{mime}']" if mime else "")
         with contextlib.suppress(Exception):
-            return self.page.eval_on_selector_all(
-                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-                "nodes => nodes.map(n => n.textContent).filter(t => t.includes('Error'))",
-            )
+            return self.panel.locator(selector).all_text_contents()
         return ["(the page could not be read)"]
+
+    def visible_errors(self) -> list[str]:
+        return [t for t in self.outputs("application/vnd.jupyter.stderr") if "Error" in t]
 
     @contextlib.contextmanager
     def step(self, name: str):
@@ -214,10 +229,29 @@ class Walk:
         )
         self.panel.locator(".jp-Cell").first.wait_for(state="attached", timeout=90_000)
         self.wait_idle(90_000)
-        assert self.panel.count() == 1, f"{self.panel.count()} notebooks open, expected 1"
+        opened = self.page.locator(".jp-NotebookPanel").count()
+        assert opened == 1, f"{opened} notebooks open, expected 1"
+
+    def follow(self, notebook: str) -> None:
+        """Click the rendered link to ``notebook`` (a path under the server root) and wait
+        until it is the notebook in view."""
+        name = notebook.rsplit("/", 1)[-1]
+        self.panel.locator(f".jp-RenderedMarkdown a[href*='{name}']").first.click()
+        self.page.wait_for_selector(f".lm-TabBar-tab.jp-mod-current >> text={name}")
+        self.notebook = notebook
+        self.panel.locator(".jp-Cell").first.wait_for(state="attached", timeout=90_000)
+        self.wait_idle(90_000)
 
     def wait_idle(self, timeout: int = 60_000) -> None:
         self.page.wait_for_selector("#jp-main-statusbar >> text=Idle", timeout=timeout)
+
+    def links(self) -> list[str]:
+        """The path part of every link rendered in the notebook in view."""
+        hrefs = self.panel.locator(".jp-RenderedMarkdown a[href]").evaluate_all(
+            "links => links.map(a => a.getAttribute('href'))"
+        )
+        # JupyterLab rewrites relative links to /files/<path>?_xsrf=...: keep the path part.
+        return [h.split("#")[0].split("?")[0] for h in hrefs]
 
     def run_all(self) -> None:
         self.panel.locator(".jp-Notebook").click(position={"x": 5, "y": 5})
@@ -226,13 +260,31 @@ class Walk:
         self.page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
         # Done when the last code cell has a number and no cell shows [*] (queued or running).
         self.page.wait_for_function(
-            """() => {
-                const prompts = [...document.querySelectorAll(
-                    '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')];
+            """(panel) => {
+                const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
                 return prompts.length > 0 && prompts.every(p => !p.textContent.includes('*'))
                     && /\\[\\d+\\]/.test(prompts[prompts.length - 1].textContent);
             }""",
+            arg=self.panel.element_handle(),
             timeout=RUN_ALL_TIMEOUT_MS,
+        )
+        self.wait_idle()
+
+    def cell(self, index: int):
+        return self.panel.locator(".jp-Notebook .jp-Cell").nth(index)
+
+    def run_cell(self, index: int) -> None:
+        """Run one cell from its editor (Ctrl+Enter) and wait for its new execution count."""
+        cell = self.cell(index)
+        before = cell.locator(".jp-InputPrompt").text_content()
+        cell.locator(".cm-content").click()
+        self.page.keyboard.press("Control+Enter")
+        self.page.wait_for_function(
+            """([el, old]) => {
+                const p = el.querySelector('.jp-InputPrompt').textContent;
+                return p !== old && /\\[\\d+\\]/.test(p);
+            }""",
+            arg=[cell.element_handle(), before],
         )
         self.wait_idle()
 
@@ -266,33 +318,17 @@ def walk(browser, lab):
         w.close()
 
 
-def test_start_page_links_every_chapter(walk):
-    w = walk(START, "00_start_here")
-    with w.step("open"):
-        w.open()
-    with w.step("links"):
-        chapters = sorted(p.name for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb") if p.name != START)
-        hrefs = w.page.eval_on_selector_all(
-            ".jp-RenderedMarkdown a[href]", "links => links.map(a => a.getAttribute('href'))"
-        )
-        # JupyterLab rewrites relative links to /files/<name>?_xsrf=...: compare the path part.
-        paths = [h.split("#")[0].split("?")[0] for h in hrefs]
-        missing = [c for c in chapters if not any(p.endswith(c) for p in paths)]
-        assert not missing, f"00_start_here does not link {missing}; it links {hrefs}"
-    with w.step("follow_link"):
-        w.page.click(f".jp-RenderedMarkdown a[href*='{MASKING}']")
-        w.page.wait_for_selector(f".lm-TabBar-tab.jp-mod-current >> text={MASKING}")
+def _chapter_names() -> list[str]:
+    return sorted(p.name for p in CHAPTERS.glob("[0-9][0-9]_*.ipynb") if p.name != START)
 
 
-def test_masking_chapter_runs_and_explorer_redraws(walk):
-    w = walk(MASKING, "03_masking")
-    with w.step("open"):
-        w.open()
-    with w.step("run_all"):
-        w.run_all()
-        errors = w.visible_errors()
-        assert not errors, f"a cell shows an error: {errors[0][:2000]}"
+def _check_links(w: Walk) -> None:
+    paths = w.links()
+    missing = [c for c in _chapter_names() if not any(p.endswith(c) for p in paths)]
+    assert not missing, f"{w.notebook} does not link {missing}; it links {paths}"
 
+
+def _explorer_redraws(w: Walk) -> None:
     slider = w.panel.locator(".widget-slider, .jupyter-widgets.widget-hslider").filter(
         has_text="mask_patch"
     ).first
@@ -310,6 +346,76 @@ def test_masking_chapter_runs_and_explorer_redraws(walk):
             "([el, old]) => { const img = el.querySelector('img'); return img && img.src !== old; }",
             arg=[explorer.element_handle(), before],
         )
+
+
+def _solution(worked: Path, grade_id: str) -> str:
+    """The worked edition's source of a solution cell, its markers' lines dropped."""
+    nb = json.loads(worked.read_text())
+    cell = next(c for c in nb["cells"]
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+    lines = "".join(cell["source"]).split("\n")
+    return "\n".join(line for line in lines if "### BEGIN SOLUTION" not in line
+                     and "### END SOLUTION" not in line)
+
+
+def test_student_path_from_the_start_page_to_a_passing_check(walk, lab):
+    w = walk(f"{STUDENT}/{START}", "student")
+    with w.step("open_start_page"):
+        w.open()
+    with w.step("start_page_links_every_chapter"):
+        _check_links(w)
+    with w.step("follow_link_to_chapter_03"):
+        w.follow(f"{STUDENT}/{MASKING}")
+
+    student = json.loads((lab["root"] / STUDENT / MASKING).read_text())
+    stubs = [i for i, c in enumerate(student["cells"]) if STUB in "".join(c["source"])]
+    assert stubs, f"the student edition of {MASKING} has no stub cell"
+    with w.step("run_all_reaches_the_end"):
+        w.run_all()
+        errors = w.visible_errors()
+        assert not errors, f"a cell shows an error: {errors[0][:2000]}"
+    with w.step("unwritten_pieces_say_not_implemented_yet"):
+        reported = [t for t in w.outputs() if "not implemented yet" in t]
+        assert len(reported) >= len(stubs), (
+            f"{len(stubs)} stub cells but {len(reported)} checks say 'not implemented yet': "
+            f"{reported}"
+        )
+
+    first = stubs[0]
+    grade_id = student["cells"][first]["metadata"]["nbgrader"]["grade_id"]
+    with w.step("type_a_solution_into_the_first_stub"):
+        editor = w.cell(first).locator(".cm-content")
+        editor.scroll_into_view_if_needed()
+        editor.click()
+        w.page.keyboard.press("Control+a")
+        # pasted as a person would paste it: no auto-indent or bracket closing on the way in
+        w.page.keyboard.insert_text(_solution(CHAPTERS / MASKING, grade_id))
+        assert STUB not in editor.text_content()
+    with w.step("rerun_the_cell_and_its_check"):
+        w.run_cell(first)
+        w.run_cell(first + 1)
+        check = w.cell(first + 1).locator(".jp-OutputArea").text_content()
+        assert "✓" in check and "not implemented" not in check, f"the check printed: {check}"
+    _explorer_redraws(w)
+
+
+def test_worked_start_page_links_every_chapter(walk):
+    w = walk(f"{WORKED}/{START}", "worked_start")
+    with w.step("open"):
+        w.open()
+    with w.step("links"):
+        _check_links(w)
+
+
+def test_worked_masking_chapter_runs_and_explorer_redraws(walk):
+    w = walk(f"{WORKED}/{MASKING}", "worked_03")
+    with w.step("open"):
+        w.open()
+    with w.step("run_all"):
+        w.run_all()
+        errors = w.visible_errors()
+        assert not errors, f"a cell shows an error: {errors[0][:2000]}"
+    _explorer_redraws(w)
     with w.step("saved"):
         saved = w.save_and_read()
         error_outputs = [
