@@ -31,7 +31,7 @@ FLOW = [
     ("evaluate",),
     ("ablations", "study"),
     ("exercises",),
-    ("assignments", "bench", "__main__"),
+    ("assignments", "bench", "export", "__main__"),
 ]
 LEVEL = {name: level for level, group in enumerate(FLOW) for name in group}
 
