@@ -1,23 +1,43 @@
-"""Checkers for chapter 03 (masking): a random mask, masking frequency, one cluster's ids.
+"""Checkers for chapter 03 (masking): the official per-clip frame and cluster masks, a batched
+random mask, the masking frequency, and the extension, a cluster mask with flat row coverage.
 
-A random mask cannot be compared value by value with the library's (a student may draw it
-any way), so :func:`check_random_mask` checks what a mask must be: ids in range, distinct,
-sorted, reproducible from the generator alone, and uniform over many clips.
+The per-clip masks draw from a seeded ``random.Random``, so they are compared with the official
+algorithm draw for draw. A batched random mask cannot be compared value by value with the
+library's (a student may draw it any way), so :func:`check_random_mask` checks what a mask must
+be: ids in range, distinct, sorted, reproducible from the generator alone, and uniform over
+many clips; :func:`check_flat_cluster_mask` checks its properties statistically. Hidden cases
+are drawn from :func:`hidden_seed`.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ssast_teach.exercises import ExerciseError, call_student, check_tensor, checker, passed
-from ssast_teach.masking import cluster_mask, masking_frequency
+from ssast_teach.exercises import (
+    ExerciseError,
+    call_student,
+    check_tensor,
+    checker,
+    hidden_seed,
+    passed,
+)
+from ssast_teach.masking import cluster_mask, masking_frequency, random_mask
+
+__all__ = [
+    "check_cluster_mask_one_clip",
+    "check_flat_cluster_mask",
+    "check_frame_mask_one_clip",
+    "check_masking_frequency",
+    "check_random_mask",
+]
 
 # (batch, num_patches, mask_patch)
 RANDOM_CASES = [(3, 16, 4), (2, 512, 400), (1, 10, 10)]
-RANDOM_HIDDEN = [(5, 64, 1), (4, 100, 73), (2, 1, 1)]
+RANDOM_HIDDEN = [(5, 64, 1), (2, 1, 1)]  # and two cases drawn from the grader's seed
 UNIFORM_CLIPS = 4000  # clips drawn to test uniformity; frequency std <= 0.008 per id
 
 
@@ -50,17 +70,29 @@ def _draw(
         return call_student(fn, *case, generator=generator, case=name)
 
 
-@checker()
+def _random_hidden() -> list[tuple[int, int, int]]:
+    g = torch.Generator().manual_seed(hidden_seed(31))
+    cases = list(RANDOM_HIDDEN)
+    for _ in range(2):
+        batch, num_patches = int(torch.randint(1, 6, (1,), generator=g)), int(
+            torch.randint(2, 600, (1,), generator=g)
+        )
+        cases.append((batch, num_patches, int(torch.randint(1, num_patches, (1,), generator=g))))
+    return cases
+
+
+@checker(reference=random_mask)
 def check_random_mask(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(batch, num_patches, mask_patch, generator=None) -> LongTensor (batch, mask_patch)``."""
-    cases = RANDOM_HIDDEN if hidden else RANDOM_CASES
+    cases = _random_hidden() if hidden else RANDOM_CASES
+    seed = hidden_seed(0) if hidden else 0
     for case in cases:
         name = f"batch={case[0]}, num_patches={case[1]}, mask_patch={case[2]}"
-        got = _draw(fn, case, seed=0, name=name, salt=0)
+        got = _draw(fn, case, seed=seed, name=name, salt=0)
         problem = _mask_problem(got, *case)
         if problem:
             raise ExerciseError(f"random_mask({name}) {problem}")
-        again = _draw(fn, case, seed=0, name=name, salt=1)
+        again = _draw(fn, case, seed=seed, name=name, salt=1)
         if not torch.equal(got, again):
             raise ExerciseError(
                 f"random_mask({name}) gives different masks from two generators with the same "
@@ -68,15 +100,15 @@ def check_random_mask(fn: Callable[..., Any], hidden: bool = False) -> None:
                 "generator=generator)), not from the global RNG"
             )
         if case[2] < case[1]:
-            other = _draw(fn, case, seed=1, name=name, salt=2)
+            other = _draw(fn, case, seed=seed + 1, name=name, salt=2)
             if torch.equal(got, other):
                 raise ExerciseError(
-                    f"random_mask({name}) gives the same mask for generator seeds 0 and 1: "
+                    f"random_mask({name}) gives the same mask for two generator seeds: "
                     "the mask must be random"
                 )
     _check_uniform(fn, num_patches=20 if hidden else 16, mask_patch=7 if hidden else 4)
     what = "hidden cases" if hidden else "seeded cases and a uniformity test"
-    passed(3, 1, f"random_mask draws valid, reproducible, uniform masks ({what})")
+    passed(3, 3, f"random_mask draws valid, reproducible, uniform masks ({what})")
 
 
 def _check_uniform(fn: Callable[..., Any], num_patches: int, mask_patch: int) -> None:
@@ -106,15 +138,27 @@ def _check_uniform(fn: Callable[..., Any], num_patches: int, mask_patch: int) ->
 
 
 FREQ_CASES = [(64, 8, 64, 400), (10, 4, 8, 20), (1, 2, 3, 4)]  # (clips, f_dim, t_dim, mask_patch)
-FREQ_HIDDEN = [(33, 8, 64, 100), (7, 1, 512, 400), (50, 3, 5, 2)]
+FREQ_HIDDEN = [(7, 1, 512, 400), (50, 3, 5, 2)]  # and cases drawn from the grader's seed
 
 
-@checker()
+def _freq_hidden() -> list[tuple[int, int, int, int]]:
+    g = torch.Generator().manual_seed(hidden_seed(41))
+    cases = list(FREQ_HIDDEN)
+    for _ in range(2):
+        clips, f_dim, t_dim = (int(v) for v in torch.randint(2, 40, (3,), generator=g))
+        f_dim, t_dim = 1 + f_dim % 8, 3 + t_dim
+        cases.append((clips, f_dim, t_dim, int(torch.randint(1, f_dim * t_dim - 1, (1,),
+                                                             generator=g))))  # fmt: skip
+    return cases
+
+
+@checker(reference=masking_frequency)
 def check_masking_frequency(fn: Callable[..., Any], hidden: bool = False) -> None:
     """``fn(mask_ids (B, M), f_dim, t_dim) -> FloatTensor (f_dim, t_dim)``."""
-    cases = FREQ_HIDDEN if hidden else FREQ_CASES
+    cases = _freq_hidden() if hidden else FREQ_CASES
+    base = hidden_seed(60) if hidden else 50
     for k, (clips, f_dim, t_dim, mask_patch) in enumerate(cases):
-        generator = torch.Generator().manual_seed(50 + 10 * hidden + k)
+        generator = torch.Generator().manual_seed(base + k)
         mask_ids = cluster_mask(clips, f_dim * t_dim, mask_patch, t_dim, generator)  # (B, M)
         name = f"{clips} masks of {mask_patch} ids on a {f_dim} x {t_dim} grid"
         got = call_student(fn, mask_ids.clone(), f_dim, t_dim, case=name)
@@ -142,84 +186,266 @@ def check_masking_frequency(fn: Callable[..., Any], hidden: bool = False) -> Non
             )
         check_tensor("masking_frequency(...)", got, expected, case=name, atol=1e-6, rtol=0)
     what = "hidden cases" if hidden else "seeded cluster masks"
-    passed(3, 2, f"masking_frequency matches ssast_teach.masking on {len(cases)} {what}")
+    passed(3, 4, f"masking_frequency matches ssast_teach.masking on {len(cases)} {what}")
 
 
-# (start, c, t_dim, num_patches, wrap_rows): inside the grid, at a row end (wraps or is
-# clipped), at id 0 (never masked), at the bottom (cells dropped), a one-row frame grid.
-CLUSTER_CASES = [
-    (70, 3, 64, 512, True),
-    (62, 4, 64, 512, True),
-    (62, 4, 64, 512, False),
-    (0, 3, 64, 512, True),
-    (470, 5, 64, 512, True),
-]
-CLUSTER_HIDDEN = [
-    (511, 3, 64, 512, True),
-    (7, 5, 8, 32, True),
-    (7, 5, 8, 32, False),
-    (1, 1, 8, 32, False),
-    (300, 4, 512, 512, True),
-    (510, 4, 512, 512, False),
-]
 
 
-def _official_cluster_ids(
-    start: int, c: int, t_dim: int, num_patches: int, wrap_rows: bool
+# ---------------------------------------------------------------------------------------------
+# Exercise 1: the official frame mask of one clip
+
+
+def _frame_mask_one_clip(num_patches: int, mask_patch: int, rng: random.Random) -> list[int]:
+    return sorted(rng.sample(range(num_patches), mask_patch))
+
+
+def _as_ids(got: Any, name: str) -> list[int]:
+    if isinstance(got, torch.Tensor):
+        got = got.tolist()
+    if not isinstance(got, (list, tuple)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in got
+    ):
+        raise ExerciseError(f"{name} should return a list of ints, got {got!r:.80}")
+    return list(got)
+
+
+def _ids_problem(ids: list[int], num_patches: int, mask_patch: int) -> str:
+    if len(ids) != mask_patch:
+        return f"returned {len(ids)} ids; a mask holds exactly mask_patch = {mask_patch}"
+    if len(set(ids)) != len(ids):
+        return "repeats an id: every id is masked at most once (without replacement)"
+    if ids and (min(ids) < 0 or max(ids) >= num_patches):
+        return f"holds ids outside [0, num_patches) = [0, {num_patches})"
+    return ""
+
+
+def _seeded(fn: Callable[..., Any], args: tuple, seed: int, name: str, salt: int) -> Any:
+    """``fn(*args, random.Random(seed))`` with the module-level ``random`` seeded by ``salt``
+    (a different one per call, so a mask drawn from it is caught) and restored after."""
+    state = random.getstate()
+    random.seed(9000 + salt)
+    try:
+        return call_student(fn, *args, random.Random(seed), case=name)
+    finally:
+        random.setstate(state)
+
+
+FRAME_CASES = [(512, 400, 0), (16, 5, 1), (10, 10, 2), (1, 1, 3)]  # (N, M, seed)
+
+
+@checker(reference=_frame_mask_one_clip)
+def check_frame_mask_one_clip(fn: Callable[..., Any], hidden: bool = False) -> None:
+    """``fn(num_patches, mask_patch, rng) -> sorted list of mask_patch ids``, the official
+    frame mask (``rng.sample``), draw for draw."""
+    cases = list(FRAME_CASES)
+    if hidden:
+        g = random.Random(hidden_seed(71))
+        cases = [(n, g.randrange(1, n + 1), g.randrange(1 << 30))
+                 for n in (g.randrange(1, 600) for _ in range(4))]  # fmt: skip
+    for n, m, seed in cases:
+        name = f"frame_mask_one_clip({n}, {m}, random.Random({seed}))"
+        ids = _as_ids(_seeded(fn, (n, m), seed, name, salt=0), name)
+        problem = _ids_problem(ids, n, m)
+        if problem:
+            raise ExerciseError(f"{name} {problem}")
+        if ids != sorted(ids):
+            raise ExerciseError(f"{name} is not sorted: return sorted(...)")
+        again = _as_ids(_seeded(fn, (n, m), seed, name, salt=1), name)
+        if again != ids:
+            raise ExerciseError(
+                f"{name} gives two different masks for two generators with the same seed: draw "
+                "from `rng`, not from the `random` module itself"
+            )
+        if ids != _frame_mask_one_clip(n, m, random.Random(seed)):
+            raise ExerciseError(
+                f"{name} is a valid mask but not the official one for this seed: the official "
+                "code calls rng.sample(range(num_patches), mask_patch) once, then sorts"
+            )
+    what = "hidden cases" if hidden else "cases: 400 of 512, a few, all, one"
+    passed(3, 1, f"frame_mask_one_clip draws the official frame mask on {len(cases)} {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 2: the official cluster mask of one clip
+
+
+def _cluster_variant(
+    num_patches: int,
+    mask_patch: int,
+    t_dim: int,
+    rng: random.Random,
+    *,
+    exclude_first: bool = True,
+    wrap: bool = True,
+    more: bool = True,
+    per_clip: bool = True,
+    keep: str = "first",
 ) -> list[int]:
-    """The ids a ``c x c`` cluster starting at ``start`` adds in the official algorithm."""
-    i = torch.arange(c)[:, None]  # (c, 1) frequency rows
-    j = torch.arange(c)[None, :]  # (1, c) time columns, not bounded by the row unless asked
-    ids = start + t_dim * i + j  # (c, c)
-    keep = (ids > 0) & (ids < num_patches)  # (c, c)
-    if not wrap_rows:
-        keep &= start % t_dim + j < t_dim
-    return sorted(int(v) for v in ids[keep])
+    """The official algorithm (the defaults) or one plausible mistake in it."""
+    c = rng.randrange(3) + 3 if per_clip else 0
+    ids: set[int] = set()
+    while len(ids) <= mask_patch if more else len(ids) < mask_patch:
+        if not per_clip:
+            c = rng.randrange(3) + 3
+        start = rng.randrange(num_patches)
+        for i in range(c):
+            for j in range(c):
+                if not wrap and start % t_dim + j >= t_dim:
+                    continue
+                cell = start + t_dim * i + j
+                if (0 < cell or (not exclude_first and cell == 0)) and cell < num_patches:
+                    ids.add(cell)
+    if keep == "first":
+        return list(ids)[:mask_patch]
+    if keep == "lowest":
+        return sorted(ids)[:mask_patch]
+    return sorted(ids)[-mask_patch:]
+
+
+def _cluster_mask_one_clip(
+    num_patches: int, mask_patch: int, t_dim: int, rng: random.Random
+) -> list[int]:
+    return _cluster_variant(num_patches, mask_patch, t_dim, rng)
+
+
+CLUSTER_MISTAKES = [
+    (dict(wrap=False), "your clusters stop at the row end; the official j is not bounded by "
+     "the row, so a cluster that starts near the end of a row wraps into the next one"),
+    (dict(more=False), "you stop at mask_patch ids; the official loop runs while "
+     "len(ids) <= mask_patch, i.e. until MORE than mask_patch ids are collected"),
+    (dict(exclude_first=False), "id 0 is never masked in the official code (0 < id < N)"),
+    (dict(per_clip=False), "you draw a cluster size for every cluster; the official code "
+     "draws c once per clip, before the first start"),
+    (dict(keep="highest"), "you kept the highest ids; the official code keeps the first "
+     "mask_patch of the set's iteration order: for these sizes, the lowest ids"),
+]  # fmt: skip
+
+# (num_patches, mask_patch, t_dim, seed): the pretraining grid, a small grid whose clusters
+# often wrap or run off the bottom, a one-row grid, the most ids that can be asked for (N - 2)
+CLUSTER_CASES = [(512, 400, 64, 0), (32, 20, 8, 1), (32, 20, 8, 5), (16, 10, 16, 2),
+                 (16, 14, 4, 3)]  # fmt: skip
+
+
+def _cluster_hidden() -> list[tuple[int, int, int, int]]:
+    g = random.Random(hidden_seed(81))
+    cases = []
+    for _ in range(5):
+        f_dim, t_dim = g.randrange(1, 9), g.randrange(4, 65)
+        n = f_dim * t_dim
+        cases.append((n, g.randrange(max(1, n // 4), n - 1), t_dim, g.randrange(1 << 30)))
+    return cases
+
+
+@checker(reference=_cluster_mask_one_clip)
+def check_cluster_mask_one_clip(fn: Callable[..., Any], hidden: bool = False) -> None:
+    """``fn(num_patches, mask_patch, t_dim, rng) -> list of mask_patch ids``, the official
+    cluster mask (SPEC 4) draw for draw: c = rng.randrange(3) + 3 once, then starts."""
+    cases = _cluster_hidden() if hidden else CLUSTER_CASES
+    for n, m, t_dim, seed in cases:
+        name = f"cluster_mask_one_clip({n}, {m}, t_dim={t_dim}, random.Random({seed}))"
+        ids = _as_ids(_seeded(fn, (n, m, t_dim), seed, name, salt=0), name)
+        problem = _ids_problem(ids, n, m)
+        if problem:
+            hint = ""
+            if len(ids) > m:
+                hint = "; keep only the first mask_patch ids of the set: list(ids)[:mask_patch]"
+            raise ExerciseError(f"{name} {problem}{hint}")
+        if 0 in ids:
+            raise ExerciseError(f"{name} masks id 0: the official code never does (0 < id < N)")
+        again = _as_ids(_seeded(fn, (n, m, t_dim), seed, name, salt=1), name)
+        if sorted(again) != sorted(ids):
+            raise ExerciseError(
+                f"{name} gives two different masks for two generators with the same seed: draw "
+                "every random number from `rng`, not from the `random` module itself"
+            )
+        official = {frozenset(_cluster_variant(n, m, t_dim, random.Random(seed), keep=keep))
+                    for keep in ("first", "lowest")}  # fmt: skip
+        if frozenset(ids) in official:
+            continue
+        for flags, message in CLUSTER_MISTAKES:
+            if set(ids) == set(_cluster_variant(n, m, t_dim, random.Random(seed), **flags)):
+                raise ExerciseError(f"{name} is not the official mask: {message}")
+        raise ExerciseError(
+            f"{name} is not the official mask for this seed: draw c once with "
+            "rng.randrange(3) + 3, then each start with rng.randrange(num_patches), and "
+            "nothing else from rng; add start + t_dim * i + j for i, j in range(c) when "
+            "0 < id < num_patches; stop once MORE than mask_patch ids are collected"
+        )
+    what = "hidden cases" if hidden else "cases: 400 of 512, wrapping clusters, one row, N - 2"
+    passed(3, 2, f"cluster_mask_one_clip draws the official cluster mask on {len(cases)} {what}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Exercise 5 (extension): a cluster mask with flat row coverage, checked by its properties
+
+# Tolerances from measurement (the worked solution: starts up to c - 1 rows and columns
+# before the grid, clusters clipped to it, a uniform subset of mask_patch of the collected ids).
+# Over 1500 clips at about 31% masked (8 x 32 and 8 x 24 grids, 5 seeds) the largest
+# |row rate - mask_patch / N| was 0.010 (the official algorithm: 0.19; uniform random: 0.004),
+# and P(right neighbour masked | masked) was 0.73 to 0.75 (official 0.79, uniform 0.31).
+FLAT_CLIPS = 1200
+FLAT_ROW_TOLERANCE = 0.03  # |row rate - mask_patch / N|
+CLUSTERED_ABOVE_UNIFORM = 0.25  # P(right neighbour masked | masked) - mask_patch / N
+
+
+def _flat_grid(hidden: bool) -> tuple[int, int, int, int]:
+    """(f_dim, t_dim, mask_patch, seed): about 31% masked, where clusters show."""
+    if not hidden:
+        return 8, 32, 80, 0
+    g = random.Random(hidden_seed(91))
+    f_dim, t_dim = g.randrange(6, 9), g.randrange(20, 41)
+    return f_dim, t_dim, round(0.31 * f_dim * t_dim), g.randrange(1 << 30)
 
 
 @checker()
-def check_cluster_ids(fn: Callable[..., Any], hidden: bool = False) -> None:
-    """``fn(start, c, t_dim, num_patches, wrap_rows=True) -> sorted list of one cluster's ids``."""
-    cases = CLUSTER_HIDDEN if hidden else CLUSTER_CASES
-    for start, c, t_dim, n, wrap_rows in cases:
-        name = f"start={start}, c={c}, t_dim={t_dim}, num_patches={n}, wrap_rows={wrap_rows}"
-        got = call_student(fn, start, c, t_dim, n, wrap_rows=wrap_rows, case=name)
-        if isinstance(got, torch.Tensor):
-            got = got.tolist()
-        if not isinstance(got, (list, tuple)) or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in got
-        ):
-            raise ExerciseError(f"cluster_ids({name}) should return a list of ints, got {got!r}")
-        got = list(got)
-        expected = _official_cluster_ids(start, c, t_dim, n, wrap_rows)
-        if got == expected:
-            continue
-        if sorted(set(got)) == expected:
+def check_flat_cluster_mask(fn: Callable[..., Any], hidden: bool = False) -> None:
+    """``fn(num_patches, mask_patch, t_dim, rng) -> list of mask_patch ids``: clustered like
+    the official mask, but every frequency row masked at about the rate mask_patch / N."""
+    f_dim, t_dim, m, seed = _flat_grid(hidden)
+    n = f_dim * t_dim
+    # edge cases first: all ids but two, a one-row grid, c larger than the grid
+    for args in [(n, n - 2, t_dim), (16, 6, 16), (4, 2, 2), (n, m, t_dim)]:
+        name = f"flat_cluster_mask({args[0]}, {args[1]}, t_dim={args[2]}, random.Random({seed}))"
+        ids = _as_ids(_seeded(fn, args, seed, name, salt=0), name)
+        problem = _ids_problem(ids, args[0], args[1])
+        if problem:
+            raise ExerciseError(f"{name} {problem}")
+        if sorted(_as_ids(_seeded(fn, args, seed, name, salt=1), name)) != sorted(ids):
             raise ExerciseError(
-                f"cluster_ids({name}) has the right ids but returns them unsorted or repeated: "
-                "return sorted(set(...))"
+                f"{name} gives two different masks for two generators with the same seed: draw "
+                "every random number from `rng`, not from the `random` module itself"
             )
-        missing = sorted(set(expected) - set(got))
-        extra = sorted(set(got) - set(expected))
-        hints = []
-        if 0 in extra:
-            hints.append("id 0 is never masked (the official code keeps 0 < id)")
-        if any(v >= n for v in extra):
-            hints.append("ids >= num_patches are past the end of the grid: drop them")
-        crosses = start % t_dim + c > t_dim
-        if wrap_rows and missing and crosses:
-            hints.append(
-                "the official cluster does not stop at the row end: cell (i, j) is "
-                "start + t_dim*i + j for every j < c, so it wraps into the next row"
-            )
-        if not wrap_rows and extra and crosses:
-            hints.append(
-                "with wrap_rows=False the cluster stops at the row end: keep cell (i, j) "
-                "only if start % t_dim + j < t_dim"
-            )
-        hint = ("; " + "; ".join(hints)) if hints else ""
+        other = _as_ids(_seeded(fn, args, seed + 1, name, salt=2), name)
+        if args == (n, m, t_dim) and sorted(other) == sorted(ids):
+            raise ExerciseError(f"{name} gives the same mask for two seeds: it must be random")
+    rng = random.Random(seed)
+    dense = torch.zeros(FLAT_CLIPS, n)
+    name = f"{FLAT_CLIPS} clips of flat_cluster_mask({n}, {m}, t_dim={t_dim}, rng)"
+    for k in range(FLAT_CLIPS):
+        ids = _as_ids(call_student(fn, n, m, t_dim, rng, case=name), name)
+        problem = _ids_problem(ids, n, m)
+        if problem:
+            raise ExerciseError(f"clip {k} of {name} {problem}")
+        dense[k, ids] = 1.0
+    grid = dense.view(FLAT_CLIPS, f_dim, t_dim)
+    rows = grid.mean((0, 2))  # (f_dim,) fraction of each row masked
+    rate = m / n
+    worst = int((rows - rate).abs().argmax())
+    if abs(rows[worst].item() - rate) > FLAT_ROW_TOLERANCE:
         raise ExerciseError(
-            f"cluster_ids({name}) is wrong: missing {missing}, unexpected {extra}{hint}"
+            f"over {name} row {worst} is masked at rate {rows[worst]:.3f}, expected "
+            f"mask_patch / N = {rate:.3f} for every row (within {FLAT_ROW_TOLERANCE}); row "
+            f"rates {[round(v, 2) for v in rows.tolist()]}. Clusters that start inside the "
+            "grid and grow to higher ids reach the first rows and columns less often"
         )
-    what = "hidden cases" if hidden else "cases: inside, at a row end, at id 0 and at the end"
-    passed(3, 3, f"cluster_ids matches the official cluster on {len(cases)} {what}")
+    pairs = grid[:, :, :-1].sum()
+    clustered = ((grid[:, :, 1:] * grid[:, :, :-1]).sum() / pairs).item()
+    if clustered < rate + CLUSTERED_ABOVE_UNIFORM:
+        raise ExerciseError(
+            f"over {name} the right neighbour (same row) of a masked patch is masked in only "
+            f"{clustered:.0%} of cases; a uniform random mask gives {rate:.0%}, c x c clusters "
+            f"at least {rate + CLUSTERED_ABOVE_UNIFORM:.0%}: mask clusters, not single patches"
+        )
+    what = "hidden grid" if hidden else f"edge cases and {FLAT_CLIPS} clips"
+    passed(3, 5, f"flat_cluster_mask is valid, reproducible, clustered and flat over rows "
+                 f"({what})")  # fmt: skip
