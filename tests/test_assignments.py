@@ -300,8 +300,8 @@ def test_grade_released_notebook_gives_zero(course):
     assert "COURSE_SCALE = paper" in report.executed.cells[1].outputs[0].text
     for exercise in report.exercises:
         assert not exercise.passed
-        assert "ExerciseError" in exercise.feedback and "not implemented yet" in exercise.feedback
-    assert all(o.ename == "ExerciseError" for o in error_outputs(report.executed))
+        assert "NotImplementedYet" in exercise.feedback and "not implemented yet" in exercise.feedback
+    assert all(o.ename == "NotImplementedYet" for o in error_outputs(report.executed))
 
 
 def test_grade_one_exercise_filled_in_gives_its_points(course):
@@ -374,7 +374,7 @@ def test_released_chapter_runs_with_only_the_stubs_failing(chapter, tmp_path):
         assert assignments.execute(executed, tmp_path, "ci", CELL_TIMEOUT) is None
     for error in error_outputs(executed):
         assert error.ename == "NotImplementedError" or (
-            error.ename == "ExerciseError" and "not implemented yet" in error.evalue
+            error.ename == "NotImplementedYet" and "not implemented yet" in error.evalue
         ), f"{chapter.name}: {error.ename}: {error.evalue}"
 
 
