@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,7 @@ from ssast_teach.ablations import (
 )
 from ssast_teach.checkpoints import make_official_like, published_results
 from ssast_teach.exercises import ExerciseError, ch08, ch09
+from ssast_teach.model import MODEL_SIZES, SSASTModel, official_strides
 
 # graded behaviour: a stub's check raises (tests/test_exercises_common.py covers the other)
 pytestmark = pytest.mark.usefixtures("grading")
@@ -30,14 +32,24 @@ pytestmark = pytest.mark.usefixtures("grading")
 # ------------------------------------------------------------------ right answers pass
 
 
-def geometry_ok(sd):
+def model_ok(sd):
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
     d, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape
+    depth = len({k.split(".")[2] for k in sd if k.startswith("v.blocks.")})
     cls_tokens = 2 if "v.dist_token" in sd else 1
-    return {"embed_dim": d, "depth": len({k.split(".")[2] for k in sd if k.startswith("v.blocks.")}),
-            "cls_tokens": cls_tokens, "fshape": fshape, "tshape": tshape,
-            "num_patches": sd["v.pos_embed"].shape[1] - cls_tokens,
-            "input_fdim": int(sd["p_input_fdim"]), "input_tdim": int(sd["p_input_tdim"])}
+    size = next(n for n, s in MODEL_SIZES.items() if (s.embed_dim, s.depth, s.cls_token_num) == (d, depth, cls_tokens))
+    model = SSASTModel.for_pretraining(size, fshape, tshape, int(sd["p_input_fdim"]), int(sd["p_input_tdim"]))
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def fitting(sd, input_tdim, input_fdim=128, *, cls_rows=False, max_stride=None, conv=None):
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    _, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape
+    n = sd["v.pos_embed"].shape[1] - (0 if cls_rows else 2 if "v.dist_token" in sd else 1)
+    conv = conv or (lambda size, patch, stride: (size - patch) // stride + 1)
+    return [(fs, ts) for fs in range(1, (max_stride or fshape) + 1) for ts in range(1, (max_stride or tshape) + 1)
+            if conv(input_fdim, fshape, fs) * conv(input_tdim, tshape, ts) == n]
 
 
 def counts_ok(sd):
@@ -57,16 +69,51 @@ def counts_ok(sd):
     return counts
 
 
+def interval_ok(a, b, n_resamples=2000, seed=0, *, unpaired=False, flat=False, quantiles=(0.025, 0.975)):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    if flat:  # seeds x clips taken as independent clips
+        per_clip = (a - b.mean(axis=0)).reshape(-1)
+    else:
+        per_clip = a.mean(axis=0) - b.mean(axis=0)
+    n = per_clip.size
+    if unpaired:
+        ma = a.mean(axis=0)[rng.integers(0, n, (n_resamples, n))].mean(axis=1)
+        mb = b.mean(axis=0)[rng.integers(0, n, (n_resamples, n))].mean(axis=1)
+        means = ma - mb
+    else:
+        means = per_clip[rng.integers(0, n, (n_resamples, n))].mean(axis=1)
+    low, high = np.quantile(means, quantiles)
+    return float(per_clip.mean()), float(low), float(high)
+
+
 @pytest.mark.parametrize("hidden", [False, True])
 def test_right_answers_pass(hidden, capsys):
-    ch08.check_infer_geometry(geometry_ok, hidden=hidden)
+    ch08.check_model_from_official(model_ok, hidden=hidden)
+    ch08.check_strides_that_fit(fitting, hidden=hidden)
     ch08.check_count_parameters(counts_ok, hidden=hidden)
-    ch09.check_kendall_tau(kendall_tau, hidden=hidden)
     ch09.check_readme_averages(readme_averages, hidden=hidden)
+    ch09.check_kendall_tau(kendall_tau, hidden=hidden)
+    ch09.check_paired_interval(interval_ok, hidden=hidden)
     ch09.check_difference_in_se(difference_in_se, hidden=hidden)
     lines = capsys.readouterr().out.splitlines()
-    expected = ["✓ ch08 exercise 1:", "✓ ch08 exercise 2:"] + [f"✓ ch09 exercise {k}:" for k in (1, 2, 3)]
+    expected = [f"✓ ch08 exercise {k}:" for k in (1, 2, 3)] + [f"✓ ch09 exercise {k}:" for k in (1, 2, 3, 4)]
     assert [line.split(":")[0] + ":" for line in lines] == expected
+
+
+def test_a_passing_check_returns_the_function_or_nothing(monkeypatch, capsys):
+    monkeypatch.delenv("SSAST_TEACH_GRADING")
+    assert ch08.check_model_from_official(model_ok) is model_ok
+    assert ch09.check_readme_averages(readme_averages) is readme_averages
+    assert ch09.check_kendall_tau(kendall_tau) is kendall_tau
+    assert ch08.check_strides_that_fit(fitting) is None  # extensions: nothing later uses them
+    assert ch09.check_paired_interval(interval_ok) is None
+
+
+def test_the_interval_passes_whatever_its_random_draws(capsys):
+    for seed in (1, 2, 3):
+        ch09.check_paired_interval(lambda a, b, n_resamples=2000, s=seed: interval_ok(a, b, n_resamples, s),
+                                   hidden=True)
 
 
 def test_tiny_counts_are_the_official_ones():
@@ -76,44 +123,116 @@ def test_tiny_counts_are_the_official_ones():
     assert sum(v for k, v in counts.items() if k != "total") == counts["total"]
 
 
-# ------------------------------------------------------------------ wrong answers explained
+# ------------------------------------------------------------------ stubs
 
 
-def not_implemented(*args):
+def not_implemented(*args, **kwargs):
     raise NotImplementedError
 
 
-@pytest.mark.parametrize("check", [ch08.check_infer_geometry, ch08.check_count_parameters,
-                                   ch09.check_kendall_tau, ch09.check_readme_averages,
-                                   ch09.check_difference_in_se])
+CHECKS = [ch08.check_model_from_official, ch08.check_strides_that_fit, ch08.check_count_parameters,
+          ch09.check_readme_averages, ch09.check_kendall_tau, ch09.check_paired_interval,
+          ch09.check_difference_in_se]
+
+
+@pytest.mark.parametrize("check", CHECKS)
 def test_not_implemented_is_named(check):
     with pytest.raises(ExerciseError, match="not implemented yet"):
         check(not_implemented)
 
 
-def test_geometry_mistakes_are_named():
+@pytest.mark.parametrize("check", CHECKS)
+def test_a_stub_outside_grading_reports_and_goes_on(check, monkeypatch, capsys):
+    monkeypatch.delenv("SSAST_TEACH_GRADING")
+    returned = check(not_implemented)
+    assert "not implemented yet" in capsys.readouterr().out
+    if check in (ch08.check_model_from_official, ch09.check_readme_averages, ch09.check_kendall_tau):
+        assert returned is not None and returned is not not_implemented  # the library's version
+    else:
+        assert returned is None
+
+
+# ------------------------------------------------------------------ hidden cases follow the grader's seed
+
+
+@pytest.mark.parametrize("cases", [ch08._official_cases, ch08._stride_cases, ch08._count_cases,
+                                   ch09._average_cases, ch09._tau_cases, ch09._paired_cases,
+                                   ch09._se_cases])
+def test_hidden_cases_change_with_the_grader_seed(cases, monkeypatch):
+    def drawn(seed):
+        monkeypatch.setenv("SSAST_TEACH_GRADER_SEED", str(seed))
+        out = []
+        for case in cases(True):
+            parts = [case[0]]
+            for x in case[1:]:
+                if isinstance(x, np.ndarray):
+                    x = x.tolist()
+                elif isinstance(x, dict) and all(isinstance(v, torch.Tensor) for v in x.values()):
+                    x = sum(float(v.double().sum()) for v in x.values())  # the weights drawn
+                parts.append(x)
+            out.append(repr(parts))
+        return out
+
+    first, again, other = drawn(1), drawn(1), drawn(2)
+    assert first == again
+    assert first != other
+    monkeypatch.delenv("SSAST_TEACH_GRADER_SEED")
+    visible = [c[0] for c in cases(False)]
+    assert visible == [c[0] for c in cases(False)]
+
+
+# ------------------------------------------------------------------ wrong answers explained
+
+
+def test_model_mistakes_are_named():
     def keeps_prefix(sd):
-        return {"embed_dim": sd["v.patch_embed.proj.weight"].shape[0]}
+        _, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape  # KeyError on module. keys
+        return SSASTModel.for_pretraining("tiny", fshape, tshape)
 
     with pytest.raises(ExerciseError, match="strip it first"):
-        ch08.check_infer_geometry(keeps_prefix)
+        ch08.check_model_from_official(keeps_prefix)
 
-    def counts_cls_rows(sd):
-        out = geometry_ok(sd)
-        return out | {"num_patches": out["num_patches"] + out["cls_tokens"]}
+    def assumes_1024(sd):
+        plain = {k.removeprefix("module."): v for k, v in sd.items()}
+        return model_ok(plain | {"p_input_tdim": torch.tensor(1024)})
 
+    with pytest.raises(ExerciseError, match="not every checkpoint was pretrained on 1024"):
+        ch08.check_model_from_official(assumes_1024)
+
+    def not_loaded(sd):
+        plain = {k.removeprefix("module."): v for k, v in sd.items()}
+        c = model_ok(plain).config
+        model = SSASTModel.for_pretraining(c.size, c.fshape, c.tshape, c.input_fdim, c.input_tdim)
+        model.load_state_dict(sd, strict=False)  # the module. keys match nothing: random weights stay
+        return model
+
+    with pytest.raises(ExerciseError, match="not the checkpoint's tensors"):
+        ch08.check_model_from_official(not_loaded)
+
+    with pytest.raises(ExerciseError, match="should return an ssast_teach.model.SSASTModel"):
+        ch08.check_model_from_official(lambda sd: {k.removeprefix("module."): v for k, v in sd.items()})
+
+
+def test_stride_mistakes_are_named():
     with pytest.raises(ExerciseError, match="class-token rows"):
-        ch08.check_infer_geometry(counts_cls_rows)
+        ch08.check_strides_that_fit(lambda sd, t, f=128: fitting(sd, t, f, cls_rows=True))
+    with pytest.raises(ExerciseError, match="missing"):
+        ch08.check_strides_that_fit(lambda sd, t, f=128: fitting(sd, t, f)[1:])
 
-    def tensor_values(sd):
-        out = geometry_ok(sd)
-        return out | {"fshape": torch.tensor(out["fshape"])}
+    def only_the_official_stride(sd, input_tdim, input_fdim=128):
+        weight = {k.removeprefix("module."): v for k, v in sd.items()}["v.patch_embed.proj.weight"]
+        return [official_strides(*weight.shape[2:])]
 
-    with pytest.raises(ExerciseError, match="plain int"):
-        ch08.check_infer_geometry(tensor_values)
-
-    with pytest.raises(ExerciseError, match="no key"):
-        ch08.check_infer_geometry(lambda sd: {"embed_dim": 192})
+    with pytest.raises(ExerciseError, match="one frequency row"):
+        ch08.check_strides_that_fit(only_the_official_stride)
+    with pytest.raises(ExerciseError, match="a conv gives"):
+        ch08.check_strides_that_fit(lambda sd, t, f=128: fitting(sd, t, f) + [(1, 1)])
+    with pytest.raises(ExerciseError, match="skips input"):
+        ch08.check_strides_that_fit(lambda sd, t, f=128: fitting(sd, t, f, max_stride=200))
+    with pytest.raises(ExerciseError, match="plain ints"):
+        ch08.check_strides_that_fit(lambda sd, t, f=128: [torch.tensor(p) for p in fitting(sd, t, f)])
+    with pytest.raises(ExerciseError, match="listed twice"):
+        ch08.check_strides_that_fit(lambda sd, t, f=128: fitting(sd, t, f) * 2)
 
 
 def test_count_mistakes_are_named():
@@ -123,6 +242,14 @@ def test_count_mistakes_are_named():
 
     with pytest.raises(ExerciseError, match="ImageNet heads"):
         ch08.check_count_parameters(heads_in_encoder)
+
+    def tensor_values(sd):
+        return {k: torch.tensor(v) for k, v in counts_ok(sd).items()}
+
+    with pytest.raises(ExerciseError, match="plain int"):
+        ch08.check_count_parameters(tensor_values)
+    with pytest.raises(ExerciseError, match="no key"):
+        ch08.check_count_parameters(lambda sd: {"total": 1})
 
 
 def tau_a(x, y):
@@ -137,6 +264,8 @@ def test_ch09_mistakes_are_named():
         ch09.check_kendall_tau(tau_a)
     with pytest.raises(ExerciseError, match="sign is flipped"):
         ch09.check_kendall_tau(lambda x, y: -kendall_tau(x, y))
+    with pytest.raises(ExerciseError, match="tau-b is undefined"):
+        ch09.check_kendall_tau(lambda x, y: 0.0 if math.isnan(kendall_tau(x, y)) else kendall_tau(x, y))
 
     def zeros_for_missing(row):
         def mean(tasks):
@@ -153,6 +282,36 @@ def test_ch09_mistakes_are_named():
         ch09.check_difference_in_se(added_se)
     with pytest.raises(ExerciseError, match="should return a float"):
         ch09.check_difference_in_se(lambda *a: "1.0")
+
+
+def test_interval_mistakes_are_named():
+    with pytest.raises(ExerciseError, match="throws the pairing away"):
+        ch09.check_paired_interval(lambda a, b, **k: interval_ok(a, b, unpaired=True, **k))
+    with pytest.raises(ExerciseError, match="average each clip over its seeds first"):
+        ch09.check_paired_interval(lambda a, b, **k: interval_ok(a, b, flat=True, **k))
+    with pytest.raises(ExerciseError, match="90 % one"):
+        ch09.check_paired_interval(lambda a, b, **k: interval_ok(a, b, quantiles=(0.05, 0.95), **k))
+
+    def b_minus_a(a, b, **k):
+        return interval_ok(b, a, **k)
+
+    with pytest.raises(ExerciseError, match="sign is flipped"):
+        ch09.check_paired_interval(b_minus_a)
+
+    def in_points(a, b, **k):
+        return tuple(100 * v for v in interval_ok(a, b, **k))
+
+    with pytest.raises(ExerciseError, match="in points"):
+        ch09.check_paired_interval(in_points)
+    with pytest.raises(ExerciseError, match=r"should return \(diff, low, high\)"):
+        ch09.check_paired_interval(lambda a, b, **k: interval_ok(a, b, **k)[1:])
+
+    def never_zero(a, b, **k):  # a fixed-width interval: wrong against itself
+        diff, _, _ = interval_ok(a, b, **k)
+        return diff, diff + 0.001, diff + 0.05
+
+    with pytest.raises(ExerciseError, match="does not contain the difference"):
+        ch09.check_paired_interval(never_zero)
 
 
 # ------------------------------------------------------------------ the ablation module
