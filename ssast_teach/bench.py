@@ -564,18 +564,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (CUDA bf16; CPU AVX512-BF16 or AMX).
-
-    Wider than :func:`~ssast_teach.training.cpu_supports_bf16`, which asks whether bf16 pays
-    off in training: the bench measures exactly that.
-    """
+    """Whether ``device`` computes bf16 in hardware (CUDA bf16; CPU AVX512-BF16 or AMX)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return cpu_supports_bf16()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return cpu_supports_bf16()
 
 
 def _precisions(arg: str | None, device: torch.device) -> list[str]:
