@@ -63,7 +63,7 @@ from ssast_teach.evaluate import Scored, baseline, probe
 from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, pretrain
 from ssast_teach.stats import VERDICTS, compare
-from ssast_teach.training import seed_all, write_json
+from ssast_teach.training import resolve_precision, seed_all, select_device, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +356,8 @@ def run_grid(
             "torch_threads": used_threads,
             "cpu_count": os.cpu_count(),
             "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+            # what the runs' precision="auto" resolved to on this machine
+            "precision": resolve_precision("auto", select_device()),
         },
         "scale": asdict(s),
         "probe": {"tasks": {t: {"evaluation": t, "n_test": len(results[0]["probe"][t]["correct"][0])}
