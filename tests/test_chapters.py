@@ -65,3 +65,14 @@ def test_readme_counts_the_released_checkpoints_from_the_registry():
 
     readme = (REPO / "README.md").read_text()
     assert f"the {len(REGISTRY)} released checkpoints" in readme
+
+
+def test_instructors_guide_states_each_chapters_points():
+    text = (REPO / "chapters" / "INSTRUCTORS.md").read_text()
+    stated = dict(re.findall(r"(\d\d): (\d+)", text.split("A chapter is worth")[1].split("(")[0]))
+    for path in CHAPTERS:
+        nb = nbformat.read(path, as_version=4)
+        points = sum(c.metadata.get("nbgrader", {}).get("points", 0) for c in nb.cells
+                     if c.metadata.get("nbgrader", {}).get("grade"))
+        if points:
+            assert float(stated.get(path.name[:2], -1)) == points, (path.name, points, stated)
