@@ -116,8 +116,8 @@ def cpu_supports_bf16() -> bool:
 
     Measured on a 2-core Zen 4 (AVX512-BF16, no AMX), torch 2.14, quiet machine
     (``python -m ssast_teach.bench --only step --steps classroom,tiny --precision fp32,bf16``):
-    the classroom pretraining step (mini, 128x128, batch 24) 0.060 s fp32, 0.033 s bf16
-    (1.8x); the tiny step at 128x1024, batch 8, 13.6 s fp32, 6.6 s bf16 (2.1x). The scale study
+    the classroom pretraining step (mini, 128x128, batch 24) 0.069 s fp32, 0.040 s bf16
+    (1.7x); the tiny step at 128x1024, batch 8, 2.48 s fp32, 0.89 s bf16 (2.8x). The scale study
     (``data/results/scale_study_bf16.json``) found bf16 pretraining's probes equal to fp32's
     within noise at every budget, so bf16 is the default wherever it is native.
     ``precision="fp32"`` still forces fp32.
