@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  python -m ssast_teach.export classifier runs/fsdd/finetuned.pth --out hf/fsdd\n"
-        "  python -m ssast_teach.export encoder data/results/classroom/pretrained.pth "
+        "  python -m ssast_teach.export encoder data/results/reference/pretrained.pth "
         "--out hf/encoder --norm-stats audioset\n",
     )
     commands = p.add_subparsers(dest="command", required=True)
