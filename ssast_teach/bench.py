@@ -50,7 +50,7 @@ from ssast_teach.masking import cluster_mask, cluster_mask_reference, frame_mask
 from ssast_teach.model import SSASTModel, attention_for
 from ssast_teach.patches import encoder_flops, to_image
 from ssast_teach.pretrain import PretrainConfig, PretrainObjective
-from ssast_teach.training import autocast, cpu_supports_bf16
+from ssast_teach.training import autocast, resolve_precision
 
 __all__ = [
     "BENCHES",
@@ -61,7 +61,6 @@ __all__ = [
     "bench_masks",
     "bench_step",
     "main",
-    "native_bf16",
     "physical_cores",
     "reference_masks",
     "step_flops",
@@ -563,16 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware (CUDA bf16; CPU AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cpu_supports_bf16()
-
-
 def _precisions(arg: str | None, device: torch.device) -> list[str]:
     if arg is None:
-        return ["fp32", "bf16"] if native_bf16(device) else ["fp32"]
+        # bf16 is measured where the trainers' auto precision would pick it (native bf16)
+        return ["fp32", "bf16"] if resolve_precision("auto", device) == "bf16" else ["fp32"]
     chosen = [p.strip() for p in arg.split(",") if p.strip()]
     bad = [p for p in chosen if p not in ("fp32", "bf16")]
     if bad or not chosen:

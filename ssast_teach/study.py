@@ -39,7 +39,13 @@ from ssast_teach.evaluate import Scored, baseline, finetune_scores, probe
 from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, pretrain, steps_per_epoch
 from ssast_teach.stats import compare
-from ssast_teach.training import config_dict, load_train_checkpoint, write_json
+from ssast_teach.training import (
+    BF16_CPU_FLAGS,
+    config_dict,
+    cpu_info,
+    load_train_checkpoint,
+    write_json,
+)
 
 __all__ = ["ARMS", "BUDGETS", "StudyArm", "pretrain_config", "pretrain_snapshots", "run_study"]
 
@@ -132,24 +138,17 @@ def pretrain_snapshots(
 
 def provenance(command: str, seed: int) -> dict:
     """Who made a result, how, where and when."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo() if ln.startswith("model name")),
-               platform.processor())
-    flags = next((ln.split(":", 1)[1].split() for ln in _cpuinfo() if ln.startswith("flags")), [])
+    info = cpu_info()
+    cpu = info.get("model name") or platform.processor()
+    flags = info.get("flags", "").split()
     return {
         "command": command, "seed": seed, "ssast_teach": __version__, "torch": torch.__version__,
         "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu,
-        "cpu_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in flags],
+        "cpu_bf16": [f for f in BF16_CPU_FLAGS if f in flags],
         "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 def _load(path: Path) -> dict:

@@ -53,6 +53,7 @@ from ssast_teach.checkpoints import CheckpointError
 from ssast_teach.download import DownloadError, atomic_write
 
 __all__ = [
+    "BF16_CPU_FLAGS",
     "DistEnv",
     "MetricsHistory",
     "NonFiniteLossError",
@@ -65,6 +66,7 @@ __all__ = [
     "cli_errors",
     "config_dict",
     "config_overrides",
+    "cpu_info",
     "cpu_supports_bf16",
     "epoch_batches",
     "fit",
@@ -110,9 +112,26 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 on a CPU
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (``"model name"``, ``"flags"``, ...);
+    empty where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    info: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+    return info
+
+
 def cpu_supports_bf16() -> bool:
-    """True when this CPU computes bf16 natively (``avx512_bf16`` or ``amx_bf16``), where
-    ``auto`` precision picks bf16 autocast.
+    """True when this CPU computes bf16 natively (:data:`BF16_CPU_FLAGS`: ``avx512_bf16`` or
+    ``amx_bf16``), where ``auto`` precision picks bf16 autocast.
 
     Measured on a 2-core Zen 4 (AVX512-BF16, no AMX), torch 2.14, quiet machine
     (``python -m ssast_teach.bench --only step --steps classroom,tiny --precision fp32,bf16``):
@@ -122,11 +141,7 @@ def cpu_supports_bf16() -> bool:
     within noise at every budget, so bf16 is the default wherever it is native.
     ``precision="fp32"`` still forces fp32.
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(set(cpu_info().get("flags", "").split()) & set(BF16_CPU_FLAGS))
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

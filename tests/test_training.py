@@ -152,6 +152,20 @@ def test_official_warmup_formula():
     assert warmup_lr(1050, 1e-4) is None
 
 
+def test_cpu_info_reads_the_flags_the_bf16_choice_uses(monkeypatch, tmp_path):
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    real_path = training.Path
+    monkeypatch.setattr(training, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+    assert training.cpu_info()["model name"] == "Some CPU"
+    assert training.cpu_supports_bf16()
+    fake.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert not training.cpu_supports_bf16()
+    fake.unlink()
+    assert training.cpu_info() == {} and not training.cpu_supports_bf16()
+
+
 def test_precision_choice(monkeypatch):
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
