@@ -36,12 +36,27 @@ def course_scale(default: str = "classroom") -> str:
     return scale
 
 
+def course_root(start: str | os.PathLike | None = None) -> Path:
+    """The checkout of ssast-teach that ``start`` (default: the working directory, where
+    JupyterLab starts a notebook's kernel) lies in: the nearest folder at or above it whose
+    ``pyproject.toml`` names the project. Runs are written there, in the learner's own clone,
+    never beside the installed package, which two clones sharing one editable install (or a
+    site-packages install) would share. Outside any checkout: ``start`` itself."""
+    here = Path(start if start is not None else os.getcwd()).expanduser().resolve()
+    for folder in (here, *here.parents):
+        project = folder / "pyproject.toml"
+        if project.is_file() and 'name = "ssast-teach"' in project.read_text(errors="replace"):
+            return folder
+    return here
+
+
 def shown_path(path: str | os.PathLike) -> str:
-    """``path`` as a log line or a notebook output shows it: relative to the repository when
-    inside it, else with the home folder written ``~``, so that no committed output holds one
-    machine's absolute path."""
+    """``path`` as a log line or a notebook output shows it: relative to the learner's checkout
+    (:func:`course_root`) or the package's when inside one, else with the home folder written
+    ``~``, so that no committed output holds one machine's absolute path."""
     resolved = Path(path).expanduser().resolve()
-    for base, prefix in ((Path(__file__).resolve().parents[1], ""), (Path.home(), "~/")):
+    bases = (course_root(), Path(__file__).resolve().parents[1], Path.home())
+    for base, prefix in zip(bases, ("", "", "~/"), strict=True):
         try:
             return prefix + resolved.relative_to(base).as_posix()
         except ValueError:
