@@ -1,11 +1,13 @@
 """Chapter 07, finetune: a pretrained SSAST encoder, a new head, a labelled task.
 
-The official ``traintest.py`` loop, with its recipes as presets (:meth:`FinetuneConfig.preset`):
-ESC-50 (patch model, 5 folds), Speech Commands V2 (frame model) and AudioSet-20K, plus the
-course's ESC-10 (one held-out fold at classroom scale, all five at paper scale) and FSDD
-(takes 0-4 test). Per step: SpecAugment, mixup and noise through the front end, the model's
-logits, CE or BCE, Adam with the head's lr times ``head_lr``. Per epoch: evaluate (accuracy,
-mAP), step MultiStepLR. ``linear_probe=True`` freezes the encoder and trains only
+The official ``src/traintest.py`` ``train`` loop, with its recipes as presets
+(:meth:`FinetuneConfig.preset`): ESC-50 (patch model, 5 folds), Speech Commands V2 (frame
+model) and AudioSet-20K, plus the course's ESC-10 (one held-out fold at classroom scale, all
+five at paper scale) and FSDD (takes 0-4 test). Per step: SpecAugment, mixup and noise through
+the front end, the model's logits, CE or BCE, Adam with the head's lr times ``head_lr``. Per
+epoch: evaluate (accuracy, mAP), keep the best validation epoch's model or add to the weight
+average, step MultiStepLR. :func:`finetune`'s loop reads top to bottom in that order, the loop
+chapter 07 has the learner write. ``linear_probe=True`` freezes the encoder and trains only
 ``mlp_head``; ``pretrained=None`` trains the same architecture from random weights.
 
 Official conventions kept: the reported accuracy is the test accuracy of the best validation
@@ -57,7 +59,6 @@ from ssast_teach.training import (
     cli_errors,
     config_dict,
     config_overrides,
-    fit,
     log,
     shutdown_distributed,
     start_run,
@@ -79,6 +80,7 @@ __all__ = [
     "mean_average_precision",
     "param_groups",
     "splits",
+    "training_loss",
 ]
 
 SCALES = ("ci", "classroom", "paper")
@@ -363,6 +365,20 @@ def param_groups(model: SSASTModel, config: FinetuneConfig) -> list[dict]:
     return [{"params": base, "lr": config.lr}, head_group]
 
 
+def training_loss(logits: Tensor, targets: Tensor, config: FinetuneConfig) -> Tensor:
+    """The training loss of one batch (official ``src/traintest.py``, ``train``): BCE on the
+    logits, or CE on ``argmax(targets.long())``, the official target (``ce_target_quirk``);
+    ``ce_target_quirk=False`` gives CE the (possibly mixed) label distribution itself.
+    ``logits`` ``(B, C)`` float32, ``targets`` ``(B, C)``; a 0-d tensor."""
+    if config.loss == "BCE":
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    if not config.ce_target_quirk:
+        return nn.functional.cross_entropy(logits, targets)
+    # Rounding first keeps a float32 same-class mix (0.99999994) at 1, as the official float64
+    # sum is; the cast then truncates as the official .long() does.
+    return nn.functional.cross_entropy(logits, targets.double().round(decimals=6).long().argmax(1))
+
+
 # ---------------------------------------------------------------- evaluation
 
 
@@ -415,6 +431,13 @@ def finetune(
 ) -> tuple[SSASTModel, MetricsHistory, dict]:
     """Fine-tune (or linear-probe, or train from scratch when ``pretrained`` is None).
 
+    The loop is the official ``src/traintest.py`` ``train``, the one chapter 07 has the learner
+    write: per step, the warm-up lr (when on), the logits, :func:`training_loss`,
+    ``zero_grad``/``backward``/``step``; per epoch, the validation and test scores, the best
+    validation epoch's weights kept, the weight-average sum, ``MultiStepLR.step()``.
+    :class:`~ssast_teach.training.TrainRun` supplies what is around it: data order,
+    checkpoints, exact resume, Ctrl-C, progress.
+
     Returns ``(model, history, results)``: the reported model (official: the best validation
     epoch's where a validation split exists, else the weight average when ``config.wa``, else
     the final epoch's), the history rows (``kind`` "step" and "epoch"), and results:
@@ -437,12 +460,12 @@ def finetune(
         optimizer, list(range(config.lrscheduler_start, 1000, config.lrscheduler_step)),
         gamma=config.lrscheduler_decay,
     )
-    step_model = wrap_ddp(model, env, device)
+    ddp_model = wrap_ddp(model, env, device)  # the model itself in one process
     run = TrainRun(
         model=model, optimizer=optimizer, scheduler=scheduler, dataset=train_ds,
-        batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+        batch_size=config.batch_size, n_epochs=config.epochs, seed=config.seed,
         config=config_dict(config), out_dir=out_dir, checkpoint_every=config.checkpoint_every,
-        env=env, progress=config.progress,
+        env=env, progress=config.progress, callback=callback,
     )
     if resume is not None:
         run.resume(resume)
@@ -456,55 +479,47 @@ def finetune(
         f"precision {precision}")
     eval_batch = config.batch_size * 2  # official val loader: batch_size * 2
     key = "mAP" if config.metrics == "mAP" else "acc"
-    soft_ce = config.loss == "CE" and not config.ce_target_quirk
-
-    def before_step(state: TrainState) -> None:
-        if not config.warmup:
-            return
-        factor = warmup_lr(state.step, 1.0, config.warmup_steps, config.warmup_every,
-                           warmup_quirk=config.warmup_quirk)
-        if factor is not None:
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = factor * base
-
-    def step_fn(x: Tensor, y: Tensor, state: TrainState) -> tuple[Tensor, dict]:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(precision, device):
-            logits = step_model(x)  # (B, n_classes)
-        logits = logits.float()
-        if config.loss == "BCE":
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, y)
-        elif soft_ce:
-            loss = nn.functional.cross_entropy(logits, y)
-        else:
-            # Rounding first keeps a float32 same-class mix (0.99999994) at 1, as the official
-            # float64 sum is; the cast then truncates as the official .long() does.
-            loss = nn.functional.cross_entropy(logits, y.double().round(decimals=6).long().argmax(1))
-        return loss, {}
-
-    def after_epoch(state: TrainState) -> dict:
-        epoch = state.epoch + 1
-        row: dict = {}
-        for name, ds in (("val", val_ds), ("test", test_ds)):
-            if ds is not None:
-                row |= {f"{name}_{k}": v for k, v in
-                        scores_of(*predict(model, ds, eval_batch, device, precision), config).items()}
-        if val_ds is not None and row[f"val_{key}"] > state.extra.get("best_val", -np.inf):
-            # official: keep the best validation epoch's model (best_audio_model.pth); here in
-            # memory, so every process has it and a resumed run too (it rides in the checkpoint)
-            state.extra |= {"best_val": row[f"val_{key}"], "best_epoch": epoch,
-                            "best_state": {k: v.detach().cpu().clone()
-                                           for k, v in model.state_dict().items()}}
-        if config.wa and config.wa_start <= epoch <= config.wa_end:
-            _accumulate_wa(state, model)
-        row["lr"] = optimizer.param_groups[0]["lr"]
-        scheduler.step()  # official: MultiStepLR once per epoch, after validation
-        log(env, f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
-        return row
 
     start = time.perf_counter()
     try:
-        fit(run, step_fn, before_step=before_step, after_epoch=after_epoch, callback=callback)
+        for epoch in run.epochs():  # 1, 2, ..., config.epochs
+            for x, y in run.batches():  # (B, T, F) augmented, (B, C) labels
+                step = run.state.step
+                if config.warmup:  # official: set before the step, every warmup_every steps
+                    factor = warmup_lr(step, 1.0, config.warmup_steps, config.warmup_every,
+                                       warmup_quirk=config.warmup_quirk)
+                    if factor is not None:
+                        for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+                            group["lr"] = factor * base_lr
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with autocast(precision, device):
+                    logits = ddp_model(x)  # (B, n_classes)
+                loss = training_loss(logits.float(), y, config)
+                run.check_finite(loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                run.record_step(loss)
+            scores: dict = {}
+            for name, ds in (("val", val_ds), ("test", test_ds)):
+                if ds is not None:
+                    scores |= {f"{name}_{k}": v for k, v in scores_of(
+                        *predict(model, ds, eval_batch, device, precision), config).items()}
+            extra = run.state.extra
+            if val_ds is not None and scores[f"val_{key}"] > extra.get("best_val", -np.inf):
+                # official: keep the best validation epoch's model (best_audio_model.pth); here
+                # in memory, so every process has it and a resumed run too (it rides in the
+                # checkpoint)
+                extra |= {"best_val": scores[f"val_{key}"], "best_epoch": epoch,
+                          "best_state": {k: v.detach().cpu().clone()
+                                         for k, v in model.state_dict().items()}}
+            if config.wa and config.wa_start <= epoch <= config.wa_end:
+                _accumulate_wa(run.state, model)
+            lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
+            scheduler.step()  # official: MultiStepLR once per epoch, after validation
+            log(env, f"epoch {epoch}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in {**scores, "lr": lr}.items()))
+            run.record("epoch", {**scores, "lr": lr})
     finally:
         if env.distributed:
             shutdown_distributed()

@@ -1,10 +1,11 @@
 """Chapter 06, pretrain: self-supervised pretraining, the official recipe at three scales.
 
-One step (``task="pretrain_joint"``, the official ``traintest_mask.py``): draw two independent
-masks per clip, run the encoder twice, ``loss = nce(mask 1) + 10 * mse(mask 2)``, Adam. The
-pieces around it are the official ones too: the step-wise warm-up, ReduceLROnPlateau on the
-masked-patch accuracy of a held-out set every ``epoch_iter`` steps. Scales
-(:meth:`PretrainConfig.preset`):
+One step (``task="pretrain_joint"``, the official ``src/traintest_mask.py``, ``trainmask``):
+draw two independent masks per clip, run the encoder twice, ``loss = nce(mask 1) + 10 *
+mse(mask 2)``, Adam. The pieces around it are the official ones too: the step-wise warm-up,
+ReduceLROnPlateau on the masked-patch accuracy of a held-out set every ``epoch_iter`` steps.
+:func:`pretrain`'s loop reads top to bottom in that order, the loop chapter 06 has the learner
+write. Scales (:meth:`PretrainConfig.preset`):
 
 - ``ci``: the mini model on 16 synthetic clips, 128x64 input, seconds;
 - ``classroom``: the mini model on the course's audio+speech mix (ESC-10 folds 1-4, FSDD
@@ -58,7 +59,6 @@ from ssast_teach.training import (
     cli_errors,
     config_dict,
     config_overrides,
-    fit,
     log,
     shutdown_distributed,
     start_run,
@@ -287,30 +287,34 @@ def draw_masks(
 class PretrainObjective(nn.Module):
     """The loss of one step as a module, so that DistributedDataParallel sees one ``forward``.
 
-    ``forward(x, mask_a, mask_b)`` returns ``{"loss", "acc", "nce", "mse"}`` (absent ones
-    omitted). Joint, official: mpc on ``mask_a``, mpg on ``mask_b`` (two encoder passes).
-    Joint, ``single_pass``: both heads on the one pass over ``mask_a``.
+    ``forward(x, mpc_mask, mpg_mask)`` returns ``{"loss", "acc", "nce", "mse"}`` (absent ones
+    omitted). Joint, official (``src/traintest_mask.py``, ``trainmask``): mpc on ``mpc_mask``,
+    mpg on ``mpg_mask``, two encoder passes, ``loss = nce + mse_weight * mse``. The ablations
+    ``pretrain_mpc`` / ``pretrain_mpg`` and ``single_pass`` make one pass, over ``mpc_mask``
+    (the step's first draw).
     """
 
     def __init__(self, model: SSASTModel, config: PretrainConfig) -> None:
         super().__init__()
         self.model, self.config = model, config
 
-    def forward(self, x: Tensor, mask_a: Tensor, mask_b: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, x: Tensor, mpc_mask: Tensor, mpg_mask: Tensor | None = None
+    ) -> dict[str, Tensor]:
         c, m = self.config, self.model
         if c.task == "pretrain_mpc":
-            acc, nce = m.mpc(x, mask_a, softmax_quirk=c.softmax_quirk)
+            acc, nce = m.mpc(x, mpc_mask, softmax_quirk=c.softmax_quirk)
             return {"loss": nce, "acc": acc, "nce": nce}
         if c.task == "pretrain_mpg":
-            mse = m.mpg(x, mask_a)
+            mse = m.mpg(x, mpc_mask)
             return {"loss": mse, "mse": mse}
         if c.single_pass:
-            h, target = m.masked_outputs(x, mask_a)  # (B, M, D), (B, M, P)
+            h, target = m.masked_outputs(x, mpc_mask)  # (B, M, D), (B, M, P)
             acc, nce = info_nce_loss(m.cpredlayer(h), target, softmax_quirk=c.softmax_quirk)
             mse = mse_loss(m.gpredlayer(h), target)
         else:
-            acc, nce = m.mpc(x, mask_a, softmax_quirk=c.softmax_quirk)
-            mse = m.mpg(x, mask_b)
+            acc, nce = m.mpc(x, mpc_mask, softmax_quirk=c.softmax_quirk)
+            mse = m.mpg(x, mpg_mask)
         return {"loss": nce + c.mse_weight * mse, "acc": acc, "nce": nce, "mse": mse}
 
 
@@ -328,11 +332,11 @@ def evaluate(
     n = 0
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size)
     for i, (x, _) in enumerate(loader):
-        gen = step_generator(config.seed, i, _EVAL_SALT)
-        a = draw_masks(config, model.grid.t_dim, len(x), gen, m)
-        b = draw_masks(config, model.grid.t_dim, len(x), gen, m)
+        generator = step_generator(config.seed, i, _EVAL_SALT)
+        mpc_mask = draw_masks(config, model.grid.t_dim, len(x), generator, m)
+        mpg_mask = draw_masks(config, model.grid.t_dim, len(x), generator, m)
         with autocast(precision, device):
-            out = objective(x.to(device), a, b)
+            out = objective(x.to(device), mpc_mask, mpg_mask)
         for key, value in out.items():
             totals[key] = totals.get(key, 0.0) + float(value) * len(x)
         n += len(x)
@@ -352,11 +356,18 @@ def pretrain(
 ) -> tuple[SSASTModel, MetricsHistory]:
     """Pretrain a model as ``config`` says; checkpoints and the final model go to ``out_dir``.
 
+    The loop is the official ``src/traintest_mask.py`` ``trainmask``, the one chapter 06 has the
+    learner write: per step, the warm-up lr, two masks from the step's generator, the joint
+    loss, ``zero_grad``/``backward``/``step``; every ``epoch_iter`` steps (once per epoch when
+    None), the evaluation and ReduceLROnPlateau stepped on the masked-patch accuracy.
+    :class:`~ssast_teach.training.TrainRun` supplies what is around it: data order,
+    checkpoints, exact resume, Ctrl-C, progress.
+
     ``resume``: a run directory or ``train_state.pt`` to continue exactly. ``callback(row)`` is
-    called with every history row (``kind`` "step", or "eval" for the validation every
-    ``epoch_iter`` steps or at each epoch end); raising ``KeyboardInterrupt``
-    from it stops the run after a checkpoint. Returns ``(model, history)``; the model is also
-    saved as ``out_dir/pretrained.pth`` (ssast_teach checkpoint format).
+    called with every history row (``kind`` "step", or "eval" for each evaluation); raising
+    ``KeyboardInterrupt`` from it stops the run after a checkpoint. Returns
+    ``(model, history)``; the model is also saved as ``out_dir/pretrained.pth`` (ssast_teach
+    checkpoint format).
     """
     out_dir = Path(out_dir)
     device, env, precision = start_run(config.device, config.precision, config.seed)
@@ -366,7 +377,7 @@ def pretrain(
     ).to(device)
     model.attention = attention_for(device, precision)
     objective = PretrainObjective(model, config)
-    step_module = wrap_ddp(objective, env, device)
+    ddp_objective = wrap_ddp(objective, env, device)  # the objective itself in one process
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(
         trainable, config.base_lr, betas=config.betas, weight_decay=config.weight_decay
@@ -376,9 +387,9 @@ def pretrain(
     )
     run = TrainRun(
         model=model, optimizer=optimizer, scheduler=scheduler, dataset=train_ds,
-        batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+        batch_size=config.batch_size, n_epochs=config.epochs, seed=config.seed,
         config=config_dict(config), out_dir=out_dir, checkpoint_every=config.checkpoint_every,
-        env=env, progress=config.progress, max_steps=config.max_steps,
+        env=env, progress=config.progress, max_steps=config.max_steps, callback=callback,
     )
     if resume is not None:
         run.resume(resume)
@@ -397,47 +408,45 @@ def pretrain(
         f"{config.batch_size} over {env.world_size} process(es), device {device}, "
         f"precision {precision}",
     )
-    t_dim = model.grid.t_dim
-
-    def before_step(state: TrainState) -> None:
-        if not config.warmup:
-            return
-        lr = warmup_lr(state.step, config.base_lr, config.warmup_steps, config.warmup_every,
-                       warmup_quirk=config.warmup_quirk)
-        if lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-    def step_fn(x: Tensor, _y: Tensor, state: TrainState) -> tuple[Tensor, dict]:
-        gen = step_generator(config.seed, state.step)
-        # masks for the GLOBAL batch, then this process's clips (the sampler deals round-robin)
-        a = draw_masks(config, t_dim, config.batch_size, gen, config.mask_patch)
-        b = draw_masks(config, t_dim, config.batch_size, gen, config.mask_patch)
-        a, b = a[env.rank :: env.world_size], b[env.rank :: env.world_size]  # (B/W, M) each
-        with autocast(precision, device):
-            out = step_module(x.to(device, non_blocking=True), a, b)
-        return out["loss"], {k: float(v.detach()) for k, v in out.items() if k != "loss"}
-
-    def evaluate_and_schedule(state: TrainState) -> dict:
-        metrics = evaluate(objective, val_ds, config, device, precision)
-        # official: the plateau scheduler follows the masked accuracy (-mse for mpg)
-        key = "val_mse" if config.task == "pretrain_mpg" else "val_acc"
-        scheduler.step(-metrics[key] if key == "val_mse" else metrics[key])
-        log(env, f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return {"kind": "eval", **metrics, "lr": optimizer.param_groups[0]["lr"]}
-
-    def after_step(state: TrainState) -> dict | None:
-        if config.epoch_iter and state.step % config.epoch_iter == 0:
-            return evaluate_and_schedule(state)
-        return None
-
-    def after_epoch(state: TrainState) -> dict | None:
-        return None if config.epoch_iter else evaluate_and_schedule(state)
+    t_dim, mask_patch = model.grid.t_dim, config.mask_patch
+    eval_every = config.epoch_iter or steps_per_epoch  # None: at each epoch's last step
 
     start = time.perf_counter()
     try:
-        fit(run, step_fn, before_step=before_step, after_step=after_step,
-            after_epoch=after_epoch, callback=callback)
+        for _epoch in run.epochs():  # nothing happens per epoch: evaluations go by steps
+            for x, _ in run.batches():  # (B, T, F), this process's share of the global batch
+                step = run.state.step
+                if config.warmup:  # official: set before the step, every warmup_every steps
+                    lr = warmup_lr(step, config.base_lr, config.warmup_steps,
+                                   config.warmup_every, warmup_quirk=config.warmup_quirk)
+                    if lr is not None:
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr
+                # Masks for the GLOBAL batch from the step's own generator (the same in a
+                # resumed run), then this process's clips (the sampler deals round-robin).
+                generator = step_generator(config.seed, step)
+                mpc_mask = draw_masks(config, t_dim, config.batch_size, generator, mask_patch)
+                mpg_mask = draw_masks(config, t_dim, config.batch_size, generator, mask_patch)
+                mpc_mask = mpc_mask[env.rank :: env.world_size]  # (B, M)
+                mpg_mask = mpg_mask[env.rank :: env.world_size]  # (B, M)
+                with autocast(precision, device):
+                    out = ddp_objective(x.to(device, non_blocking=True), mpc_mask, mpg_mask)
+                loss = out["loss"]  # joint: nce(mpc_mask) + mse_weight * mse(mpg_mask)
+                run.check_finite(loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                run.record_step(loss, {k: float(v.detach()) for k, v in out.items() if k != "loss"})
+                if run.state.step % eval_every == 0:
+                    metrics = evaluate(objective, val_ds, config, device, precision)
+                    # official: the plateau scheduler follows the masked accuracy (-mse for mpg)
+                    if config.task == "pretrain_mpg":
+                        scheduler.step(-metrics["val_mse"])
+                    else:
+                        scheduler.step(metrics["val_acc"])
+                    log(env, f"step {run.state.step}: "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    run.record("eval", {**metrics, "lr": optimizer.param_groups[0]["lr"]})
     finally:
         if env.distributed:
             shutdown_distributed()

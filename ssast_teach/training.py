@@ -16,15 +16,17 @@ they evaluate. Everything else lives here, once:
   optimiser, scheduler, counters, every RNG state, the metrics history, the config; tensors and
   plain Python values only), :func:`load_train_checkpoint` (``torch.load(weights_only=True)``:
   a run directory someone hands you cannot run code, :class:`TrainStateError` refuses it);
-  Ctrl-C saves before it stops; a non-finite loss raises :class:`NonFiniteLossError` and never
-  overwrites the last good checkpoint;
+  Ctrl-C lets the step in progress finish and saves before it stops; a non-finite loss raises
+  :class:`NonFiniteLossError` and never overwrites the last good checkpoint;
 - what happened: :class:`MetricsHistory`, one dict per row, that a notebook plots live through
   a ``callback(row)``;
+- around the loop: :class:`TrainRun`, which the trainers' loops iterate over
+  (``run.epochs()``, ``run.batches()``) and report to (``run.record_step``, ``run.record``):
+  the loops themselves are plain code in :mod:`ssast_teach.pretrain` and
+  :mod:`ssast_teach.finetune`, in the order of the loops the learner writes;
 - several processes: :func:`init_distributed` reads the ``torchrun`` environment (gloo on CPU,
   nccl on CUDA); :func:`wrap_ddp`; only rank 0 logs (``logging``, logger ``ssast_teach``) and
   writes.
-
-:func:`fit` is the loop itself: the trainers pass it a ``step_fn`` and evaluation hooks.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import os
 import random
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,7 +72,6 @@ __all__ = [
     "cpu_info",
     "cpu_supports_bf16",
     "epoch_batches",
-    "fit",
     "init_distributed",
     "load_train_checkpoint",
     "log",
@@ -279,13 +281,14 @@ def start_run(
     return device, env, precision
 
 
-def _all_finite(value: torch.Tensor, env: DistEnv) -> bool:
-    """True when ``value`` is finite in every process (so all of them stop together)."""
-    finite = torch.isfinite(value.detach()).all().float().reshape(1)
-    if env.distributed:
-        finite = finite.to("cpu") if dist.get_backend() == "gloo" else finite
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    return bool(finite.item() > 0)
+def _any_process(flag: bool, env: DistEnv) -> bool:
+    """True when ``flag`` is True in at least one process, so that all of them act together."""
+    if not env.distributed:
+        return flag
+    gloo = dist.get_backend() == "gloo"
+    value = torch.tensor([float(flag)], device="cpu" if gloo else torch.cuda.current_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 # ---------------------------------------------------------------- data order
@@ -399,7 +402,6 @@ def save_train_checkpoint(
     state: TrainState,
     history: MetricsHistory,
     config: dict,
-    rng: dict | None = None,
 ) -> Path:
     """Write everything a resume needs to ``path`` atomically (temp file, then ``os.replace``)."""
     path = Path(path)
@@ -410,7 +412,7 @@ def save_train_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "state": asdict(state),
-        "rng": rng if rng is not None else _rng_state(),
+        "rng": _rng_state(),
         "history": history.rows,
         "config": config,
     }
@@ -457,16 +459,42 @@ def load_train_checkpoint(path: str | Path) -> dict:
     return payload
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- around the loop
 
 
 @dataclass
 class TrainRun:
-    """Everything :func:`fit` drives and a checkpoint records.
+    """What a training loop iterates over and reports to; everything around the loop lives here.
 
-    ``model`` is what the step calls (maybe DDP-wrapped); ``dataset`` yields ``(x, y)``;
+    The loops of :func:`ssast_teach.pretrain.pretrain` (chapter 06) and
+    :func:`ssast_teach.finetune.finetune` (chapter 07) are plain code, in the order of the
+    loops the learner writes in those chapters; only the lines that name ``run`` are this::
+
+        for epoch in run.epochs():          # 1, 2, ...; a resumed run starts at its saved epoch
+            for x, y in run.batches():      # the epoch's batches, from the saved position
+                step = run.state.step       # optimiser steps done so far
+                ...                         # the lr, the forward pass, the loss
+                run.check_finite(loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                run.record_step(loss, metrics)
+                ...                         # an evaluation every N steps: run.record("eval", row)
+            ...                             # an evaluation per epoch: run.record("epoch", row)
+
+    Around that code: the data order (:func:`epoch_batches`), progress bars (or a log line every
+    ``log_every`` steps), ``max_steps`` (the run stops there, mid-epoch if need be), and
+    checkpoints (rank 0 writes; every ``checkpoint_every`` steps, after each recorded row of an
+    evaluation, at each epoch end and at ``max_steps``). A run stops or saves only between two
+    steps, when the code after a step has run too: a Ctrl-C (or a ``KeyboardInterrupt`` raised
+    by ``callback``) lets the step in progress finish, saves, then raises
+    ``KeyboardInterrupt``, so :meth:`resume` continues bit for bit; a second Ctrl-C stops at
+    once, keeping the last checkpoint. Under ``torchrun`` every process stops at the same step.
+
+    ``model`` is the plain module (checkpoints hold its weights); ``dataset`` yields ``(x, y)``;
     ``batch_size`` is the global batch; ``config`` is a plain dict saved with the run and
-    checked on resume (``seed`` and ``batch_size`` must match: they fix the data order).
+    checked on resume (``seed`` and ``batch_size`` must match: they fix the data order);
+    ``callback(row)`` sees every history row on rank 0, as it is recorded.
     """
 
     model: torch.nn.Module
@@ -474,7 +502,7 @@ class TrainRun:
     scheduler: Any
     dataset: Dataset
     batch_size: int
-    epochs: int
+    n_epochs: int
     seed: int
     config: dict
     out_dir: Path | None = None
@@ -486,22 +514,28 @@ class TrainRun:
     log_every: int = 25
     max_steps: int | None = None  # stop after this many steps, mid-epoch if need be
     collate_fn: Callable | None = None
+    callback: Callable[[dict], None] | None = None
+    _order: list = field(default_factory=list, init=False, repr=False)  # this epoch's batches
+    _bar: Any = field(default=None, init=False, repr=False)
+    _stop: bool = field(default=False, init=False, repr=False)  # stop at the next boundary
+    _save_due: bool = field(default=False, init=False, repr=False)  # save at the next boundary
 
     @property
     def checkpoint_path(self) -> Path | None:
         return None if self.out_dir is None else Path(self.out_dir) / CHECKPOINT_NAME
 
-    def save(self, rng: dict | None = None) -> None:
+    def save(self) -> None:
         """Checkpoint now (rank 0 only; other ranks do nothing)."""
+        self._save_due = False
         if self.checkpoint_path is not None and self.env.is_main:
             save_train_checkpoint(
                 self.checkpoint_path, model=self.model, optimizer=self.optimizer,
                 scheduler=self.scheduler, state=self.state, history=self.history,
-                config=self.config, rng=rng,
+                config=self.config,
             )
 
     def resume(self, path: str | Path) -> None:
-        """Load a checkpoint into this run so that :func:`fit` continues exactly where it was."""
+        """Load a checkpoint into this run so that its loop continues exactly where it was."""
         payload = load_train_checkpoint(path)
         for key in ("seed", "batch_size"):
             saved, now = payload["config"].get(key), self.config.get(key)
@@ -518,154 +552,128 @@ class TrainRun:
         self.history = MetricsHistory(payload["history"])
         _set_rng_state(payload["rng"])
 
+    # -- the two loops
 
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C until the block ends, so an update is never half-applied."""
-    import threading
+    def epochs(self) -> Iterator[int]:
+        """The epochs left to run, numbered from 1 like the official loop's; a checkpoint at
+        each one's end. Ctrl-C is held while the loop runs (see the class docstring)."""
+        state = self.state
+        with self._ctrl_c_between_steps():
+            while state.epoch < self.n_epochs and not self._reached_max_steps():
+                self._order = epoch_batches(self.dataset, self.batch_size, self.seed,
+                                            state.epoch, self.env)
+                yield state.epoch + 1
+                if state.batch == len(self._order):  # not when max_steps cut the epoch short
+                    state.epoch += 1
+                    state.batch = 0
+                self._between_steps(save=True)
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list = []
-    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
+    def batches(self) -> Iterator[Any]:
+        """The current epoch's batches ``(x, y)``, from the saved position on a resume, up to
+        ``max_steps``. Each one is a step: the loop body calls :meth:`record_step` once."""
+        state, order = self.state, self._order
+        # A dedicated generator: DataLoader draws its base seed from it, not from the global
+        # RNG, so a resumed run's global RNG stream is the uninterrupted one.
+        loader = iter(DataLoader(
+            self.dataset, batch_sampler=order[state.batch :], collate_fn=self.collate_fn,
+            generator=torch.Generator().manual_seed(self.seed + state.epoch),
+        ))
+        self._bar = tqdm(
+            total=len(order), initial=state.batch, desc=f"epoch {state.epoch + 1}/{self.n_epochs}",
+            disable=not (self.progress and self.env.is_main), leave=False, file=sys.stdout,
+        )
+        with self._bar:
+            while state.batch < len(order) and not self._reached_max_steps():
+                yield next(loader)
+                if state.batch < len(order) and not self._reached_max_steps():
+                    self._between_steps()  # the epoch's end is epochs()'s
+
+    # -- what the loop body reports
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        """Raise :class:`NonFiniteLossError` if ``loss`` is NaN or infinite in any process:
+        called before backward, so the bad step changes no weight and no checkpoint."""
+        if not _any_process(not bool(torch.isfinite(loss.detach()).all()), self.env):
+            return
+        state, path = self.state, self.checkpoint_path
+        message = (
+            f"the loss is {loss.detach().float().item()} at step {state.step} (epoch "
+            f"{state.epoch + 1}); training stopped before this step changed any weight. "
+            "Try a lower lr, or precision='fp32'."
+        )
+        if path is not None and path.exists():
+            message += f" The last good checkpoint, {path}, is untouched: resume from it."
+        raise NonFiniteLossError(message)
+
+    def record_step(self, loss: torch.Tensor, metrics: dict | None = None) -> dict:
+        """Count the optimiser step just taken and record its row: ``kind="step"``, ``step``
+        (counted), ``epoch``, ``loss``, ``lr`` (of the first parameter group), ``metrics``."""
+        state = self.state
+        state.step += 1
+        state.batch += 1
+        row = {"kind": "step", "step": state.step, "epoch": state.epoch + 1,
+               "loss": float(loss.detach()), "lr": self.optimizer.param_groups[0]["lr"],
+               **(metrics or {})}
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
+        if not self.progress and self.log_every and state.step % self.log_every == 0:
+            log(self.env, ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in row.items() if k != "kind"))
+        if self.checkpoint_every and state.step % self.checkpoint_every == 0:
+            self._save_due = True
+        self._emit(row)
+        return row
+
+    def record(self, kind: str, row: dict) -> dict:
+        """Record a row of ``kind`` (``"eval"``, ``"epoch"``) at the current step and epoch;
+        the run is saved at the next step boundary, so a resume never repeats it."""
+        row = {"kind": kind, "step": self.state.step, "epoch": self.state.epoch + 1, **row}
+        self._save_due = True
+        self._emit(row)
+        return row
+
+    # -- the step boundary
+
+    def _emit(self, row: dict) -> None:
+        self.history.append(row)
+        if self.callback is not None and self.env.is_main:
+            try:
+                self.callback(row)
+            except KeyboardInterrupt:  # the callback asks to stop: at the boundary, saved
+                self._stop = True
+
+    def _reached_max_steps(self) -> bool:
+        return self.max_steps is not None and self.state.step >= self.max_steps
+
+    def _between_steps(self, save: bool = False) -> None:
+        """The one place a run saves or stops: every step and the code after it are done."""
+        stop = _any_process(self._stop, self.env)
+        if save or stop or self._save_due:
+            self.save()
+        if stop:
+            log(self.env, f"interrupted after step {self.state.step}: saved to "
+                f"{self.checkpoint_path}")
             raise KeyboardInterrupt
 
+    @contextlib.contextmanager
+    def _ctrl_c_between_steps(self) -> Iterator[None]:
+        """While the loop runs, Ctrl-C asks it to stop at the next step boundary; a second one
+        raises at once. Outside the main thread no handler can be set (nor is SIGINT
+        delivered there): only a callback's ``KeyboardInterrupt`` asks."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
 
-StepFn = Callable[[Any, Any, TrainState], tuple[torch.Tensor, dict]]
-Hook = Callable[[TrainState], dict | None]
+        def ask(*_: object) -> None:
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
 
-
-def fit(
-    run: TrainRun,
-    step_fn: StepFn,
-    *,
-    before_step: Callable[[TrainState], None] | None = None,
-    after_step: Hook | None = None,
-    after_epoch: Hook | None = None,
-    callback: Callable[[dict], None] | None = None,
-) -> TrainRun:
-    """Train ``run`` from ``run.state`` to the end of ``run.epochs``.
-
-    ``run.max_steps`` ends the run after that many optimiser steps, mid-epoch if need be.
-    Per step: ``before_step(state)`` (e.g. set the warm-up lr), ``loss, metrics =
-    step_fn(x, y, state)``, a finiteness check, backward, ``optimizer.step()``, a history row
-    (``kind="step"``) passed to ``callback``, ``after_step(state)`` (may return an ``"eval"``
-    row), a checkpoint every ``run.checkpoint_every`` steps. Per epoch: ``after_epoch(state)``
-    (may return an ``"epoch"`` row), a checkpoint.
-
-    Ctrl-C (or a ``KeyboardInterrupt`` raised by ``callback``) first checkpoints the last
-    completed step, then re-raises: :meth:`TrainRun.resume` continues bit for bit. A
-    non-finite loss raises :class:`NonFiniteLossError` before backward, writing nothing.
-    """
-    state, env = run.state, run.env
-    step_rng = _rng_state()
-    # "after_step" while a finished step's hook has not run yet: an interrupt there makes the
-    # resumed run run the hook first, so no evaluation or scheduler step is lost.
-    pending = state.extra.pop("pending", None)
-    try:
-        if pending == "after_step" and after_step is not None:
-            _record(run, after_step(state), "eval", callback)
-        pending = None
-        while state.epoch < run.epochs:
-            batches = epoch_batches(run.dataset, run.batch_size, run.seed, state.epoch, env)
-            # A dedicated generator: DataLoader draws its base seed from it, not from the
-            # global RNG, so a resumed run's global RNG stream is the uninterrupted one.
-            loader = DataLoader(
-                run.dataset, batch_sampler=batches[state.batch :], collate_fn=run.collate_fn,
-                generator=torch.Generator().manual_seed(run.seed + state.epoch),
-            )
-            bar = tqdm(
-                total=len(batches), initial=state.batch, desc=f"epoch {state.epoch + 1}/{run.epochs}",
-                disable=not (run.progress and env.is_main), leave=False, file=sys.stdout,
-            )
-            batch_iter = iter(loader)
-            while True:
-                step_rng = _rng_state()
-                try:
-                    x, y = next(batch_iter)
-                except StopIteration:
-                    break
-                if before_step is not None:
-                    before_step(state)
-                loss, metrics = step_fn(x, y, state)
-                if not _all_finite(loss, env):
-                    bar.close()
-                    raise NonFiniteLossError(_nonfinite_message(run, loss))
-                run.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                with _sigint_deferred():
-                    run.optimizer.step()
-                    state.step += 1
-                    state.batch += 1
-                    step_rng = _rng_state()
-                    pending = "after_step"
-                row = {"kind": "step", "step": state.step, "epoch": state.epoch + 1,
-                       "loss": float(loss.detach()),
-                       "lr": run.optimizer.param_groups[0]["lr"], **metrics}
-                run.history.append(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
-                if not run.progress and run.log_every and state.step % run.log_every == 0:
-                    log(env, ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                       for k, v in row.items() if k != "kind"))
-                if callback is not None and env.is_main:
-                    callback(row)
-                evaluated = after_step is not None and _record(run, after_step(state), "eval", callback)
-                pending = None
-                if evaluated or (run.checkpoint_every and state.step % run.checkpoint_every == 0):
-                    run.save()
-                if run.max_steps is not None and state.step >= run.max_steps:
-                    break
-            bar.close()
-            if run.max_steps is not None and state.step >= run.max_steps:
-                run.save()  # mid-epoch: after_epoch waits for a resumed run with more steps
-                break
-            # Interrupted in after_epoch, the saved state has every batch consumed, so the
-            # resumed run goes straight to after_epoch again.
-            if after_epoch is not None:
-                _record(run, after_epoch(state), "epoch", callback)
-            with _sigint_deferred():
-                state.epoch += 1
-                state.batch = 0
-                step_rng = _rng_state()
-            run.save()
-    except KeyboardInterrupt:
-        log(env, f"interrupted at step {state.step}: saving {run.checkpoint_path} first")
-        if pending:
-            state.extra["pending"] = pending
-        run.save(rng=step_rng)
-        state.extra.pop("pending", None)
-        raise
-    return run
-
-
-def _nonfinite_message(run: TrainRun, loss: torch.Tensor) -> str:
-    state, path = run.state, run.checkpoint_path
-    message = (
-        f"the loss is {loss.detach().float().item()} at step {state.step} (epoch "
-        f"{state.epoch + 1}); training stopped before this step changed any weight. "
-        "Try a lower lr, or precision='fp32'."
-    )
-    if path is not None and path.exists():
-        message += f" The last good checkpoint, {path}, is untouched: resume from it."
-    return message
-
-
-def _record(run: TrainRun, row: dict | None, kind: str, callback: Callable | None) -> bool:
-    """Append a hook's row (its own ``kind`` key, if any, wins) and pass it to ``callback``."""
-    if row is None:
-        return False
-    row = {"kind": kind, "step": run.state.step, "epoch": run.state.epoch + 1, **row}
-    run.history.append(row)
-    if callback is not None and run.env.is_main:
-        callback(row)
-    return True
+        previous = signal.signal(signal.SIGINT, ask)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------- what both trainers' CLIs share

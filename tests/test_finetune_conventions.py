@@ -104,8 +104,8 @@ def official_esc_summary(curves: list[list[float]]) -> dict:
 
 class EpochModels:
     """A ``finetune`` callback that keeps every epoch-end model, as the official code saves
-    ``audio_model.{epoch}.pth``: ``fit`` writes ``train_state.pt`` after each epoch, before the
-    next epoch's rows reach the callback; :meth:`finish` reads the last one after the run."""
+    ``audio_model.{epoch}.pth``: the run writes ``train_state.pt`` at each epoch's end, after
+    that epoch's row reached the callback; :meth:`finish` reads the last one after the run."""
 
     def __init__(self, out_dir: Path):
         self.path = Path(out_dir) / "train_state.pt"

@@ -1,6 +1,7 @@
-"""The shared training loop: data order, exact resume, Ctrl-C, non-finite losses, precision."""
+"""Around the training loops: data order, exact resume, Ctrl-C, non-finite losses, precision."""
 
 import random
+import signal
 
 import numpy as np
 import pytest
@@ -15,40 +16,62 @@ from ssast_teach.training import (
     NonFiniteLossError,
     TrainRun,
     epoch_batches,
-    fit,
     load_train_checkpoint,
     resolve_precision,
     warmup_lr,
 )
 
 
-def _toy_run(out_dir, epochs=3, seed=0):
+def _toy_run(out_dir, epochs=3, seed=0, callback=None):
     training.seed_all(123)
     x = torch.randn(40, 6)
     y = x @ torch.randn(6, 1) / 3 + 0.1 * torch.randn(40, 1)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9)
-    run = TrainRun(
+    return TrainRun(
         model=model, optimizer=opt, scheduler=sched, dataset=TensorDataset(x, y), batch_size=8,
-        epochs=epochs, seed=seed, config={"seed": seed, "batch_size": 8}, out_dir=out_dir,
-        progress=False,
+        n_epochs=epochs, seed=seed, config={"seed": seed, "batch_size": 8}, out_dir=out_dir,
+        progress=False, callback=callback,
     )
+
+
+def _train(run, in_step=None, at_epoch_end=None, poison_step=None):
+    """The trainers' loop on a toy regression (5 steps per epoch). ``in_step(step)`` runs
+    between the forward pass and the update, ``at_epoch_end(epoch)`` before the scheduler."""
+    for epoch in run.epochs():
+        for x, y in run.batches():
+            # the global RNG takes part, like an augmentation would: resume must restore it
+            noise = 0.01 * torch.randn_like(x) * random.random() * float(np.random.rand())
+            loss = torch.nn.functional.mse_loss(run.model(x + noise), y)
+            if run.state.step == poison_step:
+                loss = loss * float("nan")
+            if in_step is not None:
+                in_step(run.state.step)
+            run.check_finite(loss)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            run.record_step(loss)
+        if at_epoch_end is not None:
+            at_epoch_end(epoch)
+        run.scheduler.step()
+        run.record("epoch", {"lr": run.optimizer.param_groups[0]["lr"]})
     return run
 
 
-def _step_fn(run):
-    def step(x, y, state):
-        # the global RNG takes part, like an augmentation would: resume must restore it
-        noise = 0.01 * torch.randn_like(x) * random.random() * float(np.random.rand())
-        loss = torch.nn.functional.mse_loss(run.model(x + noise), y)
-        return loss, {}
-
-    return step
+def _assert_same_run(a, b):
+    for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    assert a.history.rows == b.history.rows
+    assert a.optimizer.param_groups[0]["lr"] == b.optimizer.param_groups[0]["lr"]
 
 
-def _fit(run, callback=None):
-    return fit(run, _step_fn(run), after_epoch=lambda s: run.scheduler.step(), callback=callback)
+def _resumed(out_dir):
+    torch.manual_seed(999)  # a fresh process would have another RNG state: resume restores it
+    run = _toy_run(out_dir)
+    run.resume(out_dir)
+    return _train(run)
 
 
 def test_epoch_batches_are_seeded_and_shared_across_processes():
@@ -66,67 +89,71 @@ def test_epoch_batches_are_seeded_and_shared_across_processes():
         epoch_batches(data, 5, 3, 1, DistEnv(rank=0, world_size=2))
 
 
-def test_loss_decreases(tmp_path):
-    run = _fit(_toy_run(tmp_path, epochs=6))
+def test_loss_decreases_and_rows_come_in_order(tmp_path):
+    run = _train(_toy_run(tmp_path, epochs=6))
     _, losses = run.history.series("loss", kind="step")
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert [(r["kind"], r["step"], r["epoch"]) for r in run.history][4:7] == [
+        ("step", 5, 1), ("epoch", 5, 1), ("step", 6, 2)]
+    assert load_train_checkpoint(tmp_path)["state"] == {"step": 30, "epoch": 6, "batch": 0,
+                                                        "extra": {}}
 
 
 def test_resume_after_interrupt_is_exact(tmp_path):
-    full = _fit(_toy_run(tmp_path / "full"))
+    full = _train(_toy_run(tmp_path / "full"))
     rng_after_full = torch.rand(1)
 
     def stop_at_7(row):
         if row["kind"] == "step" and row["step"] == 7:  # mid-epoch 2 (5 batches per epoch)
             raise KeyboardInterrupt
 
-    part = _toy_run(tmp_path / "part")
     with pytest.raises(KeyboardInterrupt):
-        _fit(part, callback=stop_at_7)
+        _train(_toy_run(tmp_path / "part", callback=stop_at_7))
     saved = load_train_checkpoint(tmp_path / "part")  # saved before re-raising
     assert saved["state"]["step"] == 7 and saved["state"]["batch"] == 2
 
-    torch.manual_seed(999)  # a fresh process would have another RNG state: resume restores it
-    resumed = _toy_run(tmp_path / "part")
-    resumed.resume(tmp_path / "part")
-    _fit(resumed)
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    resumed = _resumed(tmp_path / "part")
+    _assert_same_run(full, resumed)
     assert torch.equal(torch.rand(1), rng_after_full)
-    assert [r["loss"] for r in full.history] == [r["loss"] for r in resumed.history]
-    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
 
 
-def test_interrupt_in_an_epoch_hook_reruns_it_on_resume(tmp_path):
-    full = _fit(_toy_run(tmp_path / "full"))
-    part = _toy_run(tmp_path / "part")
-    calls = []
+def test_ctrl_c_lets_the_step_and_the_epoch_end_finish(tmp_path):
+    full = _train(_toy_run(tmp_path / "full"))
+    handler = signal.getsignal(signal.SIGINT)
 
-    def flaky_epoch_end(state):
-        calls.append(state.epoch)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        part.scheduler.step()
+    def ctrl_c(times=1):
+        for _ in range(times):
+            signal.raise_signal(signal.SIGINT)
 
+    # in a step, between the forward pass and the update: the update still happens
     with pytest.raises(KeyboardInterrupt):
-        fit(part, _step_fn(part), after_epoch=flaky_epoch_end)
-    resumed = _toy_run(tmp_path / "part")
-    resumed.resume(tmp_path / "part")
-    _fit(resumed)
-    assert resumed.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
-    assert torch.equal(resumed.model[0].weight, full.model[0].weight)
+        _train(_toy_run(tmp_path / "step"), in_step=lambda step: step == 6 and ctrl_c())
+    assert load_train_checkpoint(tmp_path / "step")["state"]["step"] == 7
+    _assert_same_run(full, _resumed(tmp_path / "step"))
+
+    # in epoch 2's end, before the scheduler step: the scheduler still steps, then the epoch's
+    # end is saved
+    with pytest.raises(KeyboardInterrupt):
+        _train(_toy_run(tmp_path / "epoch"), at_epoch_end=lambda epoch: epoch == 2 and ctrl_c())
+    saved = load_train_checkpoint(tmp_path / "epoch")
+    assert saved["state"] == {"step": 10, "epoch": 2, "batch": 0, "extra": {}}
+    assert saved["scheduler"]["last_epoch"] == 2
+    _assert_same_run(full, _resumed(tmp_path / "epoch"))
+
+    # twice: stop at once; the last checkpoint (the end of epoch 1) stays
+    with pytest.raises(KeyboardInterrupt):
+        _train(_toy_run(tmp_path / "twice"), in_step=lambda step: step == 6 and ctrl_c(2))
+    assert load_train_checkpoint(tmp_path / "twice")["state"]["step"] == 5
+    _assert_same_run(full, _resumed(tmp_path / "twice"))
+    assert signal.getsignal(signal.SIGINT) is handler  # the loop gives Ctrl-C back
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run = _toy_run(tmp_path, epochs=3)
-    good = _step_fn(run)
-
-    def poisoned(x, y, state):
-        loss, metrics = good(x, y, state)
-        return (loss * float("nan") if state.step == 12 else loss), metrics
-
+    handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(NonFiniteLossError, match=r"step 12 .*untouched"):
-        fit(run, poisoned, after_epoch=lambda s: run.scheduler.step())
+        _train(run, poison_step=12)
+    assert signal.getsignal(signal.SIGINT) is handler
     saved = load_train_checkpoint(tmp_path)
     assert saved["state"]["epoch"] == 2 and saved["state"]["step"] == 10  # end of epoch 2
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
@@ -134,7 +161,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_resume_refuses_another_data_order(tmp_path):
-    _fit(_toy_run(tmp_path, epochs=1))
+    _train(_toy_run(tmp_path, epochs=1))
     other = _toy_run(tmp_path, seed=1)
     with pytest.raises(ValueError, match="seed"):
         other.resume(tmp_path)
@@ -227,8 +254,7 @@ def test_hostile_train_state_is_refused_by_both_clis(tmp_path, trainer, capsys):
 
 
 def test_train_state_holds_only_tensors_and_plain_values(tmp_path):
-    run = _toy_run(tmp_path, epochs=1)
-    _fit(run)
+    _train(_toy_run(tmp_path, epochs=1))
     payload = torch.load(tmp_path / training.CHECKPOINT_NAME, weights_only=True)
     assert payload["format"] == training.TRAIN_STATE_FORMAT
     assert isinstance(payload["rng"]["numpy"][1], torch.Tensor)
