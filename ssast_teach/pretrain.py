@@ -422,13 +422,14 @@ def pretrain(
                     if lr is not None:
                         for group in optimizer.param_groups:
                             group["lr"] = lr
-                # Masks for the GLOBAL batch from the step's own generator (the same in a
-                # resumed run), then this process's clips (the sampler deals round-robin).
+                # Masks for the global batch B from the step's own generator (the same in a
+                # resumed run and in every process), then this process's clips of it, dealt
+                # round-robin as the sampler deals them (all of them in one process).
                 generator = step_generator(config.seed, step)
                 mpc_mask = draw_masks(config, t_dim, config.batch_size, generator, mask_patch)
                 mpg_mask = draw_masks(config, t_dim, config.batch_size, generator, mask_patch)
-                mpc_mask = mpc_mask[env.rank :: env.world_size]  # (B, M)
-                mpg_mask = mpg_mask[env.rank :: env.world_size]  # (B, M)
+                mpc_mask = mpc_mask[env.rank :: env.world_size]  # (B / world_size, M)
+                mpg_mask = mpg_mask[env.rank :: env.world_size]  # (B / world_size, M)
                 with autocast(precision, device):
                     out = ddp_objective(x.to(device, non_blocking=True), mpc_mask, mpg_mask)
                 loss = out["loss"]  # joint: nce(mpc_mask) + mse_weight * mse(mpg_mask)

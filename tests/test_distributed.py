@@ -12,6 +12,9 @@ predictions; the first layer's bias almost). There the gradient is rounding nois
 which divides by its running size, turns noise into full-size steps in either run. Those
 tensors are only bounded by the sum of the step sizes (lr per step).
 
+A stop asked for in one process (a callback's KeyboardInterrupt, which only rank 0 calls) stops
+every process after the same step.
+
 Downloads under torchrun: process 0 fetches a checkpoint and a dataset from a local server while
 process 1 waits, then both use the same verified files; a failure of process 0 stops process 1
 without it fetching anything.
@@ -32,6 +35,7 @@ from local_http import FileServer
 
 from ssast_teach.checkpoints import load_state_dict
 from ssast_teach.pretrain import PretrainConfig, pretrain
+from ssast_teach.training import load_train_checkpoint
 
 ARGS = ["--scale", "ci", "--precision", "fp32", "--epochs", "2", "--no-progress"]
 
@@ -59,6 +63,49 @@ def test_two_processes_match_one(tmp_path):
             assert (other - value).abs().max() <= 2 * lr_sum, key
             continue
         torch.testing.assert_close(other, value, rtol=1e-4, atol=1e-5, msg=lambda m, k=key: f"{k}: {m}")
+
+
+# Run by each process: a ci pretraining whose callback (called on rank 0 only) asks to stop at
+# step 4; each process writes the steps it took and how its run ended.
+_STOPPER = textwrap.dedent("""
+    import json, os, sys
+    from ssast_teach import training
+    from ssast_teach.pretrain import PretrainConfig, pretrain
+
+    steps = []
+    record_step = training.TrainRun.record_step
+    def counting(self, loss, metrics=None):
+        steps.append(record_step(self, loss, metrics)["step"])
+    training.TrainRun.record_step = counting
+
+    def stop_at_4(row):
+        if row["kind"] == "step" and row["step"] == 4:
+            raise KeyboardInterrupt
+
+    config = PretrainConfig.preset("ci", precision="fp32", epochs=2, progress=False)
+    try:
+        pretrain(config, out_dir=sys.argv[1], callback=stop_at_4)
+        ended = "finished"
+    except KeyboardInterrupt:
+        ended = "interrupted"
+    with open(f"{sys.argv[1]}/rank{os.environ['RANK']}.json", "w") as f:
+        json.dump({"steps": steps, "ended": ended}, f)
+""")
+
+
+@pytest.mark.distributed
+def test_an_interrupt_on_rank_0_stops_every_process_at_the_same_step(tmp_path):
+    script = tmp_path / "stopper.py"
+    script.write_text(_STOPPER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           str(script), str(tmp_path / "run")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for rank in (0, 1):
+        result = json.loads((tmp_path / "run" / f"rank{rank}.json").read_text())
+        assert result == {"steps": [1, 2, 3, 4], "ended": "interrupted"}, rank
+    assert load_train_checkpoint(tmp_path / "run")["state"]["step"] == 4
 
 
 # Run by each process: download one checkpoint and prepare FSDD (a two-file fake pinned by a

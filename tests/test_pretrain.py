@@ -63,9 +63,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     assert full_history.series("val_acc") == history.series("val_acc")
 
 
-def test_resume_at_a_step_with_a_pending_evaluation(tmp_path):
-    # epoch_iter=2: evaluate (and step the plateau scheduler) every 2 steps; the interrupt
-    # comes between step 4 and its evaluation, so the resumed run must evaluate first
+def test_an_interrupt_at_a_step_with_an_evaluation_lets_it_run_first(tmp_path):
+    # epoch_iter=2: evaluate (and step the plateau scheduler) every 2 steps; the interrupt is
+    # asked for at step 4's row, before its evaluation: the run evaluates, saves, then stops
     config = _ci(epoch_iter=2)
     full_model, full_history = _run(tmp_path / "full", config)
     assert [r["step"] for r in full_history.where("eval")] == [2, 4, 6]
@@ -76,6 +76,9 @@ def test_resume_at_a_step_with_a_pending_evaluation(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "part", config, callback=stop_at_4)
+    saved = load_train_checkpoint(tmp_path / "part")
+    assert saved["state"]["step"] == 4
+    assert [r["step"] for r in saved["history"] if r["kind"] == "eval"] == [2, 4]
     model, history = _run(tmp_path / "part", config, resume=tmp_path / "part")
     assert history.series("val_acc") == full_history.series("val_acc")
     for a, b in zip(full_model.state_dict().values(), model.state_dict().values(), strict=True):
@@ -178,8 +181,11 @@ def test_classroom_preset_packs_and_stops_at_its_budget():
 
 
 def test_max_steps_stops_mid_epoch(tmp_path):
-    _, history = _run(tmp_path, _ci(epochs=3, max_steps=5))
+    _, history = _run(tmp_path / "mid", _ci(epochs=3, max_steps=5))
     assert len(history.where("step")) == 5  # 3 steps per epoch: stopped in the second
+    assert [r["step"] for r in history.where("eval")] == [3]  # epoch_iter None: every 3 steps
+    _, history = _run(tmp_path / "end", _ci(epochs=3, max_steps=6))
+    assert [r["step"] for r in history.where("eval")] == [3, 6]  # stopping there or not
 
 
 def test_cli(tmp_path, capsys):
