@@ -350,7 +350,8 @@ def _model(
 
 
 def param_groups(model: SSASTModel, config: FinetuneConfig) -> list[dict]:
-    """Official split: ``mlp_head.*`` at ``lr * head_lr``, everything else at ``lr``.
+    """Official split (``src/traintest.py``, ``train``): ``mlp_head.*`` at ``lr * head_lr``,
+    everything else at ``lr``; chapter 07's loop builds its Adam from these groups.
 
     Linear probe: the encoder is frozen (``requires_grad=False``) and only the head group is
     returned.
@@ -385,7 +386,8 @@ def training_loss(logits: Tensor, targets: Tensor, config: FinetuneConfig) -> Te
 @torch.no_grad()
 def predict(model: nn.Module, dataset: FbankDataset, batch_size: int, device: torch.device,
             precision: str) -> tuple[Tensor, Tensor]:
-    """``(logits (N, C), targets (N, C))`` over ``dataset`` in order, in eval mode."""
+    """``(logits (N, C), targets (N, C))`` over ``dataset`` in order, in eval mode: chapter
+    07's per-epoch evaluation scores them with :func:`scores_of`."""
     was_training = model.training
     model.eval()
     outs, targets = [], []

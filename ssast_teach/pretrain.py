@@ -279,7 +279,8 @@ def steps_per_epoch(config: PretrainConfig, out_dir: str | Path = ".") -> int:
 def draw_masks(
     config: PretrainConfig, t_dim: int, batch: int, generator: torch.Generator, mask_patch: int
 ) -> Tensor:
-    """``(batch, mask_patch)`` ids: cluster masks for patch models, frame masks otherwise."""
+    """``(batch, mask_patch)`` ids: cluster masks for patch models, frame masks otherwise
+    (chapter 03 builds both; chapter 06's loop draws two per step)."""
     draw = cluster_mask if config.use_cluster else frame_mask
     return draw(batch, config.num_patches, mask_patch, t_dim, generator)
 
@@ -323,7 +324,9 @@ def evaluate(
     objective: PretrainObjective, dataset: FbankDataset, config: PretrainConfig,
     device: torch.device, precision: str,
 ) -> dict[str, float]:
-    """Mean masked-patch accuracy / nce / mse over ``dataset`` with fixed masks."""
+    """Mean masked-patch accuracy / nce / mse over ``dataset`` with fixed masks (the official
+    ``src/traintest_mask.py`` ``validatemask``), as ``val_acc``, ``val_nce``, ``val_mse``: what
+    chapter 06's loop evaluates every ``epoch_iter`` steps and steps the plateau scheduler on."""
     model = objective.model
     was_training = model.training
     model.eval()

@@ -173,7 +173,8 @@ def seed_all(seed: int) -> None:
 
 def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
     """A CPU generator that depends only on (seed, step, salt): masks drawn from it are the
-    same in a resumed run and in every process of a distributed run."""
+    same in a resumed run and in every process of a distributed run (chapter 06's loop draws
+    each step's two masks from it)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + salt) % 2**63)
 
 
@@ -513,7 +514,6 @@ class TrainRun:
     progress: bool = True  # tqdm bars; without them, a log line every log_every steps
     log_every: int = 25
     max_steps: int | None = None  # stop after this many steps, mid-epoch if need be
-    collate_fn: Callable | None = None
     callback: Callable[[dict], None] | None = None
     _order: list = field(default_factory=list, init=False, repr=False)  # this epoch's batches
     _bar: Any = field(default=None, init=False, repr=False)
@@ -575,7 +575,7 @@ class TrainRun:
         # A dedicated generator: DataLoader draws its base seed from it, not from the global
         # RNG, so a resumed run's global RNG stream is the uninterrupted one.
         loader = iter(DataLoader(
-            self.dataset, batch_sampler=order[state.batch :], collate_fn=self.collate_fn,
+            self.dataset, batch_sampler=order[state.batch :],
             generator=torch.Generator().manual_seed(self.seed + state.epoch),
         ))
         self._bar = tqdm(
