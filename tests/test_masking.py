@@ -277,3 +277,16 @@ def test_official_limit_depends_on_exclude_first():
     assert cluster_mask(2, 32, 31, 8, gen(0), exclude_first=False).shape == (2, 31)
     with pytest.raises(ValueError, match="mask_patch=31"):
         cluster_mask(2, 32, 31, 8, gen(0))
+
+
+@pytest.mark.parametrize("flags", [{}, {"wrap_rows": False, "exclude_first": False}])
+def test_replayed_clips_collect_what_the_batched_draw_collected(flags, monkeypatch):
+    """Where a set iterates in id order, replaying a clip's drawn starts into a Python set (the
+    path of small mask_patch) must keep exactly the ids the tensor path keeps."""
+    import ssast_teach.masking as masking
+
+    sizes = [(512, 400, 64), (12, 9, 2)]  # the pretraining grid; clusters wider than a row
+    fast = [cluster_mask(64, n, m, t, gen(9), **flags) for n, m, t in sizes]
+    monkeypatch.setattr(masking, "_set_table_sizes", lambda n: torch.zeros(n + 1, dtype=torch.long))
+    for (n, m, t), expected in zip(sizes, fast, strict=True):
+        assert torch.equal(masking.cluster_mask(64, n, m, t, gen(9), **flags), expected)
