@@ -46,7 +46,8 @@ __all__ = [
 FRAME_LENGTH_MS = 25.0  # kaldi fbank's default window, kept by the official code
 FRAME_SHIFT_MS = 10.0
 
-# Dataset fbank mean and std from the official recipe scripts (SPEC 1.4).
+# Dataset fbank mean and std: --dataset_mean / --dataset_std of the official recipe scripts
+# (egs/*/run_*.sh), read by src/dataloader.py.
 NORM_STATS: dict[str, tuple[float, float]] = {
     "audioset": (-4.2677393, 4.5689974),  # also used for AudioSet+LibriSpeech pretraining
     "esc50": (-6.6268077, 5.358466),
@@ -337,7 +338,8 @@ class FrontEndConfig:
     @classmethod
     def for_dataset(cls, name: str, **overrides: object) -> FrontEndConfig:
         """The official recipe's front end for ``audioset``, ``esc50``, ``speechcommands`` or
-        ``pretrain`` (SPEC 6); keyword arguments override single fields."""
+        ``pretrain`` (the official ``egs/*/run_*.sh`` scripts' arguments); keyword arguments
+        override single fields."""
         presets = {
             "pretrain": cls(),
             "audioset": cls(target_length=1024, freqm=48, timem=192, mixup=0.5, noise=False),

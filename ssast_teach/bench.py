@@ -6,13 +6,14 @@ configuration, the machine's load average and the thread count:
 
 - ``ceiling``: fp32 and bf16 matmul FLOP/s of large square matmuls, this machine's roof;
 - ``masks``: clips/s of :func:`~ssast_teach.masking.cluster_mask` and
-  :func:`~ssast_teach.masking.frame_mask` against a per-clip Python loop (SPEC 4);
+  :func:`~ssast_teach.masking.frame_mask` against a per-clip Python loop (the official
+  ``gen_maskid_patch`` of ``src/models/ast_models.py``, one clip at a time);
 - ``step``: one pretraining step (forward, backward, Adam), the official joint objective
   with two passes and two masks, for ``tiny`` 16x16 on 128x1024 (batch 8) and the classroom
   ``mini``. The library's step (:class:`~ssast_teach.pretrain.PretrainObjective`) runs
-  against :func:`baseline_objective`, a per-clip-loop step written from SPEC 4/5 the way the
-  official code works, on a copy of the same weights; the two losses are compared on the same
-  masks (``max_abs_diff``). Achieved FLOP/s use :func:`step_flops` (formula in the JSON);
+  against :func:`baseline_objective`, a per-clip-loop step written the way the official
+  ``src/models/ast_models.py`` works (``gen_maskid_patch``, ``mpc``, ``mpg``), on a copy of
+  the same weights; the two losses are compared on the same masks (``max_abs_diff``). Achieved FLOP/s use :func:`step_flops` (formula in the JSON);
 - ``finetune``: clips/s of the fine-tuning forward (no gradient);
 - ``frontend``: clips/s of :class:`~ssast_teach.datasets.FbankDataset` without a cache, and
   the first and second epoch with one.
@@ -204,7 +205,8 @@ def bench_ceiling(emit: Emit, device: torch.device, quick: bool, repeat: int) ->
 def reference_masks(
     batch: int, num_patches: int, mask_patch: int, t_dim: int, rng: random.Random, cluster: bool
 ) -> list[list[int]]:
-    """Per-clip Python masks (SPEC 4), as the official loop draws them: one clip at a time."""
+    """Per-clip Python masks as the official ``gen_maskid_patch`` (cluster) or ``random.sample``
+    (frame) draw them: one clip at a time."""
     if cluster:
         return [cluster_mask_reference(num_patches, mask_patch, t_dim, rng) for _ in range(batch)]
     return [rng.sample(range(num_patches), mask_patch) for _ in range(batch)]

@@ -23,7 +23,7 @@ grid HF would compute differently, an input length other than the model's own, `
 pooling for the classifier.
 
 **Layer norm epsilon.** HF's config has one ``layer_norm_eps`` for every LayerNorm; the course
-model has two: 1e-6 in every block norm and the final norm (timm's DeiT, SPEC 3), 1e-5 in
+model has two: 1e-6 in every block norm and the final norm (timm's DeiT, ``partial(nn.LayerNorm, eps=1e-6)``), 1e-5 in
 the classifier's ``mlp_head`` LayerNorm (torch's default, as the official code). The export
 uses 1e-6: the encoder is then exact, and only the head norm computes with a smaller epsilon.
 Its pooled input has a variance near the final norm's ``weight**2`` (about 1), where the two
@@ -90,7 +90,7 @@ __all__ = [
 log = logging.getLogger("ssast_teach.export")
 
 INSTALL_HINT = "install it with: pip install -e '.[hf]' (transformers>=4.40)"
-LAYER_NORM_EPS = 1e-6  # the encoder's LayerNorms (SPEC 3); the head's 1e-5 is not kept
+LAYER_NORM_EPS = 1e-6  # the encoder's LayerNorms (timm's DeiT); the head's 1e-5 is not kept
 HEAD_LAYER_NORM_EPS = 1e-5  # mlp_head[0]: torch's default, as in the official code
 CHECK_ATOL = 1e-3  # the export's own guard on the probe batch, well above float32 noise
 RECORD = "ssast_teach_export.json"

@@ -11,30 +11,41 @@ learned ``mask_embed`` and asks the model to recover them. Which ids are hidden 
 A mask is a ``LongTensor (B, M)`` of patch ids, ``id = f_row * t_dim + t_col`` (the order of
 ``Conv2d(...).flatten(2)``), distinct and sorted ascending within each row.
 
-:func:`cluster_mask_reference` states the official patch algorithm for one clip in plain
-Python; :func:`cluster_mask` draws the same distribution for a whole batch at once. The
-official algorithm has three quirks, each reproduced by default and correctable by a flag:
+:func:`cluster_mask_reference` restates the official patch algorithm for one clip in plain
+Python (``gen_maskid_patch`` in the official ``src/models/ast_models.py``);
+:func:`cluster_mask` draws the same distribution for a whole batch at once. The official
+algorithm has three quirks, each reproduced by default and correctable by a flag:
 
-==================  ==========================================  ===========================
-flag (default)      official behaviour                          corrected
-==================  ==========================================  ===========================
-``keep="lowest"``   keeps the mask_patch LOWEST collected ids    ``keep="random"``
-``exclude_first``   id 0 is never masked (``mask_cand > 0``)     ``exclude_first=False``
-``wrap_rows``       a cluster past the row end wraps to the      ``wrap_rows=False`` clips
-                    next frequency row                           it at the row end
-==================  ==========================================  ===========================
+======================  ==========================================  ===========================
+flag (default)          official behaviour                          corrected
+======================  ==========================================  ===========================
+``keep="set_order"``    keeps the first mask_patch collected ids    ``keep="random"``
+                        in the Python set's iteration order
+``exclude_first``       id 0 is never masked (``mask_cand > 0``)    ``exclude_first=False``
+``wrap_rows``           a cluster past the row end wraps to the     ``wrap_rows=False`` clips
+                        next frequency row                          it at the row end
+======================  ==========================================  ===========================
+
+The set's order: an int hashes to itself and CPython stores it in slot ``id % table_size``, so
+while the set's table has more slots than the largest collected id, the set iterates in
+increasing order and the LOWEST ids are kept; a set of D ids has a table of
+:func:`set_table_size` (D) slots (512 for 77 to 306 ids, 2048 from 307), so this holds at every
+course and official pretraining setting (400 of 512; 25, 62, 100 of 128) but not for small
+``mask_patch`` (10 of 512: a table of 32 or 128 slots, ids in slot order, collisions probed).
 
 The official mask is far from uniform over the grid (:func:`masking_frequency`, 8 x 64 grid,
 mask_patch=400): a cluster grows down and right from a uniform start, so the top row is
 hidden in about 41% of clips against 89% mid-grid, and the first columns less often too;
 keeping the lowest ids then takes about 5 more points from the last row and up to 11 from
 the last columns, and since the loop stops with MORE than mask_patch ids, the highest collected
-id is always dropped: id N-1 is never masked. :func:`random_mask` is the comparison without any quirk: ids uniformly without
-replacement over all ``N`` patches, id 0 included (it is also what :func:`frame_mask` draws).
+id is always dropped: id N-1 is never masked. :func:`random_mask` is the comparison without any
+quirk: ids uniformly without replacement over all ``N`` patches, id 0 included (it is also what
+:func:`frame_mask` draws).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import random
@@ -42,7 +53,7 @@ from collections.abc import Sequence
 
 import torch
 
-KEEP_CHOICES = ("lowest", "random")
+KEEP_CHOICES = ("set_order", "random")
 
 
 def _int_at_least(name: str, value: object, low: int) -> int:
@@ -92,10 +103,40 @@ def _check_cluster_args(
     return num_patches, mask_patch, t_dim, sizes
 
 
+def set_table_size(num_ids: int) -> int:
+    """Slots in the hash table of a CPython ``set`` built by adding ``num_ids`` distinct ids.
+
+    CPython's rule (``Objects/setobject.c``): a set starts with 8 slots; once an insertion
+    leaves ``5 * used >= 3 * (slots - 1)``, the table grows to the smallest power of two above
+    ``4 * used`` (``2 * used`` past 50000). It depends on the count only, not on the ids.
+    """
+    slots = 8
+    for used in range(1, num_ids + 1):
+        if 5 * used >= 3 * (slots - 1):
+            slots = 1 << (used * (2 if used > 50000 else 4)).bit_length()
+    return slots
+
+
+def _add_cluster(
+    ids: set[int], start: int, c: int, num_patches: int, t_dim: int,
+    exclude_first: bool = True, wrap_rows: bool = True,
+) -> None:  # fmt: skip
+    """Add one c x c cluster to ``ids`` in the official order: rows i, then columns j."""
+    first = 1 if exclude_first else 0
+    for i in range(c):  # i: frequency rows down
+        for j in range(c):  # j: time columns right, NOT bounded by the row: wraps
+            if not wrap_rows and start % t_dim + j >= t_dim:
+                continue
+            patch_id = start + t_dim * i + j
+            if first <= patch_id < num_patches:  # id 0 never masked; past the end dropped
+                ids.add(patch_id)
+
+
 def cluster_mask_reference(
     num_patches: int, mask_patch: int, t_dim: int, rng: random.Random
 ) -> list[int]:
-    """One clip's cluster mask, the official algorithm (SPEC 4) in plain Python.
+    """One clip's cluster mask, the official ``gen_maskid_patch`` (``src/models/ast_models.py``)
+    restated in plain Python: the same draws from ``rng``, the same ids in the same order.
 
     Slow (a Python loop per draw); it is here to read, and as the baseline that
     :func:`cluster_mask` must match in distribution and beat in speed.
@@ -103,18 +144,19 @@ def cluster_mask_reference(
     num_patches, mask_patch, t_dim, _ = _check_cluster_args(
         num_patches, mask_patch, t_dim, (3, 4, 5), exclude_first=True
     )
-    c = rng.choice((3, 4, 5))  # one cluster size for the whole clip
+    c = rng.randrange(3) + 3  # one cluster size for the whole clip
     collected: set[int] = set()
     while len(collected) <= mask_patch:  # "<=": stops only with MORE than mask_patch ids
-        start = rng.randrange(num_patches)
-        for i in range(c):  # i: frequency rows down
-            for j in range(c):  # j: time columns right, NOT bounded by the row: wraps
-                patch_id = start + t_dim * i + j
-                if 0 < patch_id < num_patches:  # id 0 never masked; past the end dropped
-                    collected.add(patch_id)
-    # The official code keeps the first mask_patch ids of a Python set: small ints iterate
-    # in increasing order, so the lowest ids win.
-    return sorted(collected)[:mask_patch]
+        _add_cluster(collected, rng.randrange(num_patches), c, num_patches, t_dim)
+    # The official code keeps the first mask_patch ids of a Python set built in this order:
+    # the lowest ids while the set's table has more slots than the largest id, else slot order.
+    return list(collected)[:mask_patch]
+
+
+@functools.cache
+def _set_table_sizes(num_patches: int) -> torch.Tensor:
+    """``LongTensor (num_patches + 1,)``: :func:`set_table_size` of 0 to num_patches ids."""
+    return torch.tensor([set_table_size(d) for d in range(num_patches + 1)])
 
 
 def _draws_per_chunk(num_patches: int, mask_patch: int, t_dim: int, c_min: int) -> int:
@@ -147,7 +189,7 @@ def cluster_mask(
     *,
     device: torch.device | str | None = None,
     cluster_sizes: Sequence[int] = (3, 4, 5),
-    keep: str = "lowest",
+    keep: str = "set_order",
     exclude_first: bool = True,
     wrap_rows: bool = True,
 ) -> torch.Tensor:
@@ -161,12 +203,15 @@ def cluster_mask(
     Randomness comes from ``generator`` (a CPU ``torch.Generator``; the global one if None);
     the result is moved to ``device``.
 
-    Official quirks (defaults) and their corrections: ``keep="lowest"`` (``"random"``: a
+    Official quirks (defaults) and their corrections: ``keep="set_order"`` (``"random"``: a
     uniform subset of the collected ids), ``exclude_first=True`` (``False``: id 0 can be
     masked), ``wrap_rows=True`` (``False``: clusters stop at the row end).
-    ``keep="lowest"`` equals CPython's set order whenever the set's hash table has at least
-    ``num_patches`` slots: every official setting (N=512 needs mask_patch >= 76); for
-    smaller mask_patch CPython orders by id modulo the table size, not reproduced here.
+
+    ``keep="set_order"`` keeps what the official Python set keeps. A clip whose largest
+    collected id is below :func:`set_table_size` of its id count keeps its lowest ids, found
+    with tensor operations (every clip at 400 of 512 and at the course's 25, 62, 100 of 128).
+    Any other clip (small ``mask_patch``: 10 of 512, 16 of 64, 100 of 1212) replays its drawn
+    starts into a Python set, one clip at a time: exact, but slower.
     """
     batch = _int_at_least("batch", batch, 1)
     num_patches, mask_patch, t_dim, sizes = _check_cluster_args(
@@ -189,9 +234,11 @@ def cluster_mask(
     pad = (max(sizes) - 1) * (t_dim + 1)  # the largest shift, t_dim*i + j
     # first[b, pad + s]: first draw of clip b that starts at s; the pad reads as "never".
     first = torch.full((B, pad + N), never)  # (B, pad+N)
+    chunks = []  # the drawn starts, (B, K) each, for clips that must replay them
     drawn = 0
     while True:
         starts = torch.randint(pad, pad + N, (B, K), generator=generator)  # (B, K) pad + s
+        chunks.append(starts)
         draw = torch.arange(drawn, drawn + K).expand(B, K)  # (B, K)
         first.scatter_reduce_(1, starts, draw, "amin")
         drawn += K
@@ -221,8 +268,24 @@ def cluster_mask(
     stop = drawn - passed.sum(1)  # (B,) first draw after which a clip holds MORE than M ids
     collected = first_draw <= stop[:, None]  # (B, N) ids held when the clip stops
 
-    if keep == "lowest":
+    if keep == "set_order":
         mask_ids = _ids_from_dense(collected, M)  # (B, M) the M lowest collected ids
+        count = collected.sum(1)  # (B,)
+        largest = (collected * torch.arange(N)).amax(1)  # (B,)
+        in_slot_order = largest >= _set_table_sizes(N)[count]  # (B,) set order is not id order
+        if bool(in_slot_order.any()):
+            rows = in_slot_order.nonzero()[:, 0]  # (R,)
+            replayed = []
+            for starts_b, stop_b, pick_b in zip(  # one clip at a time: only these clips
+                (torch.cat(chunks, 1)[rows] - pad).tolist(), stop[rows].tolist(),
+                pick[rows].tolist(), strict=True,
+            ):
+                ids: set[int] = set()
+                for start in starts_b[: stop_b + 1]:
+                    _add_cluster(ids, start, largest_first[pick_b], N, t_dim,
+                                 exclude_first, wrap_rows)  # fmt: skip
+                replayed.append(sorted(list(ids)[:M]))
+            mask_ids[rows] = torch.tensor(replayed)  # (R, M)
     else:
         score = torch.rand(B, N, generator=generator).masked_fill(~collected, -1.0)  # (B, N)
         top = score.topk(M, dim=1, sorted=False).indices  # (B, M)

@@ -5,7 +5,7 @@ One convention everywhere: a quirk is switched by a boolean keyword whose ``True
 is the official behaviour and ``False`` the corrected one, with the same name in the function,
 the trainer's config field and the command line (``--correct NAME`` sets ``NAME_quirk=False``).
 The masking quirks keep their descriptive names (``exclude_first``, ``wrap_rows``; ``keep`` is
-a choice, ``"lowest"`` official), with the same rule: the default is the official behaviour.
+a choice, ``"set_order"`` official), with the same rule: the default is the official behaviour.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ class Quirk:
 
 
 QUIRKS: tuple[Quirk, ...] = (
-    Quirk("keep", "masking.cluster_mask", "keeps the mask_patch lowest collected ids "
-          '(keep="lowest")', 'a uniform subset of the collected ids (keep="random")'),
+    Quirk("keep", "masking.cluster_mask", "keeps the first mask_patch collected ids in the "
+          'Python set\'s iteration order (keep="set_order"): the lowest ids while the set\'s '
+          "table has more slots than the largest id (400 of 512), slot order below (10 of 512)",
+          'a uniform subset of the collected ids (keep="random")'),
     Quirk("exclude_first", "masking.cluster_mask", "id 0 is never masked",
           "id 0 can be masked"),
     Quirk("wrap_rows", "masking.cluster_mask", "a cluster past the row end wraps to the next "

@@ -1,4 +1,5 @@
-"""The chapter 01 front end against SPEC 1 and the official dataloader's behaviour."""
+"""The chapter 01 front end against the official dataloader's behaviour (``_wav2fbank`` and
+``__getitem__`` in the official ``src/dataloader.py``)."""
 
 import math
 
@@ -37,7 +38,7 @@ def _need(path):
 
 
 def _spec_fbank(waveform, sr=16000):
-    """SPEC 1.2 written out by hand."""
+    """The official ``_wav2fbank`` fbank call written out by hand."""
     return torchaudio.compliance.kaldi.fbank(
         waveform - waveform.mean(),
         htk_compat=True,

@@ -277,7 +277,7 @@ def test_inspect_pretraining(tiny_frame):
     )
     assert (s.fshape, s.tshape, s.grid, s.num_patches) == (128, 2, (1, 512), 512)
     assert s.pretrain_input == (128, 1024)
-    assert s.num_params == 6_046_290 and s.num_tensors == 166  # SPEC section 3
+    assert s.num_params == 6_046_290 and s.num_tensors == 166  # the official tiny pretraining state dict
     assert s.n_classes is None and len(s.heads) == 2
     text = str(s)
     for piece in (

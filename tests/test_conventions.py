@@ -4,6 +4,7 @@ convention, no code from data, and log lines instead of prints."""
 import ast
 import dataclasses
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -148,3 +149,99 @@ def test_library_logs_rather_than_prints():
         allowed = {node for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
                    and fn.name in ("main", "check_env") for node in ast.walk(fn)}
         assert not prints - allowed, [f"{path}:{n.lineno}" for n in prints - allowed]
+
+
+# ---------------------------------------------------------------- documents a reader can open
+
+ROOT = PACKAGE.parent
+SKIPPED_DIRS = {".git", ".venv", "runs", "cache", "node_modules", ".ipynb_checkpoints",
+                "__pycache__", ".pytest_cache", ".ruff_cache"}  # fmt: skip
+# A private specification the project was written from, which a learner cannot read: the
+# official behaviour is cited by the official repository's file and function instead.
+PRIVATE_SPEC = re.compile(r"\bSPEC\b|\bSPEC\.md\b|shared/spec")
+MARKDOWN_LINK = re.compile(r"\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+MD_NAME = re.compile(r"(?<![\w./:-])((?:[\w.-]+/)*[\w.-]+\.md)\b")
+
+
+def _course_texts() -> list[Path]:
+    """The files a learner reads: the library, the tests, both editions of the chapters and
+    the project's markdown documents (not the datasets' own READMEs under data/*/, which are
+    their authors' text, kept as published)."""
+    found = {p for pattern in ("ssast_teach/**/*.py", "tests/**/*.py", "chapters/**/*.ipynb",
+                               "*.md", "chapters/**/*.md", "data/*.md")  # fmt: skip
+             for p in ROOT.glob(pattern)}
+    return sorted(p for p in found if not SKIPPED_DIRS & set(p.relative_to(ROOT).parts))
+
+
+def _texts_of(path: Path) -> list[tuple[str, str, bool]]:
+    """(where, text, is markdown) pieces of a file: a notebook's cells one by one (source and
+    outputs)."""
+    if path.suffix != ".ipynb":
+        return [("", path.read_text(), path.suffix == ".md")]
+    pieces = []
+    for k, cell in enumerate(json.loads(path.read_text())["cells"]):
+        outputs = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
+        pieces.append((f" cell {k} ({cell['cell_type']})", "".join(cell["source"]) + outputs,
+                       cell["cell_type"] == "markdown"))  # fmt: skip
+    return pieces
+
+
+def _markdown_names() -> set[str]:
+    """Every markdown file of the repository, as paths relative to the root."""
+    return {p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*.md")
+            if not SKIPPED_DIRS & set(p.relative_to(ROOT).parts)}  # fmt: skip
+
+
+def _exists(path: Path, target: str, names: set[str]) -> bool:
+    """``target`` relative to the file or to the root, or (a bare name) any file of that name."""
+    if (path.parent / target).exists() or (ROOT / target).exists():
+        return True
+    return "/" not in target and any(n == target or n.endswith("/" + target) for n in names)
+
+
+def _missing_documents(path: Path, text: str, markdown: bool, names: set[str]) -> list[str]:
+    problems = [f"cites {m.group(0)!r}, a document the repository lacks: cite the official "
+                "repository's file and function, or explain the behaviour where it is used"
+                for m in PRIVATE_SPEC.finditer(text)]  # fmt: skip
+    for m in MARKDOWN_LINK.finditer(text if markdown else ""):
+        target = m.group(1).split("#")[0]
+        if not target or re.match(r"[a-z][a-z0-9+.-]*:", target):  # a URL, mailto:, an anchor
+            continue
+        if not _exists(path, target, names):
+            problems.append(f"links to {target!r}, which is not in the repository")
+    for m in MD_NAME.finditer(text):
+        name = m.group(1)
+        if re.search(r"https?://\S*$", text[max(0, m.start() - 300) : m.start()]):
+            continue  # part of a URL
+        if not _exists(path, name, names):
+            problems.append(f"names {name!r}, a markdown document the repository lacks")
+    return problems
+
+
+@pytest.mark.parametrize(
+    "path", _course_texts(), ids=lambda p: p.relative_to(ROOT).as_posix()
+)
+def test_no_reference_to_a_document_the_repository_lacks(path):
+    """Every document the course cites or links is one a learner has: no private spec, no
+    relative link or ``*.md`` name that is not in the repository."""
+    if path == Path(__file__).resolve():
+        return  # this file spells the patterns out
+    names = _markdown_names()
+    problems = [f"{path.relative_to(ROOT)}{where}: {problem}"
+                for where, text, markdown in _texts_of(path)
+                for problem in _missing_documents(path, text, markdown, names)]  # fmt: skip
+    assert not problems, "\n".join(problems)
+
+
+def test_the_document_check_catches_what_it_should_and_only_that():
+    names = _markdown_names()
+    here = ROOT / "chapters" / "student" / "00_start_here.ipynb"
+    text = ("As SPEC 4 says; see [the notes](NOTES.md), the [instructors](../INSTRUCTORS.md), "
+            "[the paper](https://arxiv.org/abs/2110.09784), [above](#masking), plan.md, "
+            "data/README.md, https://github.com/YuanGongND/ssast/blob/main/README.md and the "
+            "official src/run.py and egs/esc50/run_esc_patch.sh")  # fmt: skip
+    problems = _missing_documents(here, text, True, names)
+    assert len(problems) == 4, problems  # NOTES.md: a broken link and a missing name
+    assert "SPEC" in problems[0] and "links to 'NOTES.md'" in problems[1]
+    assert "'NOTES.md'" in problems[2] and "'plan.md'" in problems[3]
+    assert _missing_documents(here, "x = f[i](NOTES)", False, names) == []  # code, not a link

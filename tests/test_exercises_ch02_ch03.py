@@ -371,6 +371,7 @@ def start_before_c(n, m, t, rng):
         (official_with(exclude_first=False), "id 0"),
         (official_with(per_clip=False), "once per clip"),
         (official_with(keep="highest"), "kept the highest ids"),
+        (official_with(keep="lowest"), "kept the lowest ids .* set's own iteration order"),
         (lambda n, m, t, rng: cluster_mask_one_clip(n, m, t, rng)[:-1], "exactly mask_patch"),
         (lambda n, m, t, rng: sorted(set(cluster_mask_one_clip(n, m + 1, t, rng)) if m + 1 < n - 1
                                      else cluster_mask_one_clip(n, m, t, rng) + [0]),
@@ -384,7 +385,8 @@ def start_before_c(n, m, t, rng):
         (lambda n, m, t, rng: sorted(rng.sample(range(1, n), m)), "not the official mask"),
         (not_implemented, "not implemented yet"),
     ],
-    ids=["no-wrap", "stops-at-M", "id-0", "c-per-cluster", "highest", "one-short", "no-cut",
+    ids=["no-wrap", "stops-at-M", "id-0", "c-per-cluster", "highest", "lowest", "one-short",
+         "no-cut",
          "past-end", "shifted", "floats", "global-random", "draw-order", "uniform", "stub"],
 )
 def test_wrong_cluster_mask_one_clip(wrong, message):
@@ -470,6 +472,20 @@ def never_zero(batch, num_patches, mask_patch, generator=None):
     return random_mask(batch, num_patches - 1, mask_patch, generator) + 1
 
 
+def loop_over_clips(batch, num_patches, mask_patch, generator=None):
+    return torch.stack([random_mask(1, num_patches, mask_patch, generator)[0] for _ in range(batch)])
+
+
+def biased_scores(shift):
+    """Scores with ``shift(num_patches)`` (N,) added: not every id equally likely."""
+
+    def mask(batch, num_patches, mask_patch, generator=None):
+        scores = torch.rand(batch, num_patches, generator=generator) + shift(num_patches)
+        return scores.argsort(dim=1)[:, :mask_patch].sort(dim=1).values
+
+    return mask
+
+
 def contiguous_block(batch, num_patches, mask_patch, generator=None):
     start = torch.randint(num_patches, (batch, 1), generator=generator)
     return ((start + torch.arange(mask_patch)) % num_patches).sort(dim=1).values
@@ -483,6 +499,10 @@ def contiguous_block(batch, num_patches, mask_patch, generator=None):
         (with_replacement, "WITHOUT replacement"),
         (never_zero, "not uniform"),
         (contiguous_block, "independently of their neighbours"),
+        (loop_over_clips, "loops over clips"),
+        (biased_scores(lambda n: 0.05 * (torch.arange(n) == 0)), "not uniform"),
+        (biased_scores(lambda n: -0.05 * (torch.arange(n) == 3)), "not uniform"),
+        (biased_scores(lambda n: 0.05 * torch.arange(n) / n), "not uniform"),
         (lambda b, n, m, generator=None: torch.zeros(b, m, dtype=torch.long), "repeats an id"),
         (lambda b, n, m, generator=None: random_mask(b, n, m, generator).int(), "dtype"),
         (lambda b, n, m, generator=None: random_mask(b, n, m, generator).T, "shape"),

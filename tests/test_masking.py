@@ -13,6 +13,7 @@ from ssast_teach.masking import (
     mask_to_grid,
     masking_frequency,
     random_mask,
+    set_table_size,
 )
 
 # (f_dim, t_dim, mask_patch): the pretraining grid with the paper's three mask sizes, the
@@ -24,25 +25,63 @@ CLUSTER_GEOMETRIES = [
     (1, 512, 400),
     (4, 8, 20),
     (4, 8, 3),
+    (8, 64, 10),
+    (8, 8, 16),
 ]
 
 
-def official_restatement(N, M, t_dim, rng, *, exclude_first=True, wrap_rows=True, lowest=True):
-    """SPEC 4 once more, written independently of the library, flags included."""
+def official_restatement(
+    N, M, t_dim, rng, *, exclude_first=True, wrap_rows=True, keep="set_order"
+):  # fmt: skip
+    """The official ``gen_maskid_patch`` (src/models/ast_models.py) as it is written, written
+    independently of the library: a list with repeats, a set built from it at the end; flags
+    for the corrected forms."""
     c = rng.randrange(3) + 3
-    ids = set()
-    while len(ids) <= M:
+    mask_id = []
+    while len(set(mask_id)) <= M:
         start = rng.randrange(N)
+        cur_mask = []
         for i in range(c):
             for j in range(c):
                 if not wrap_rows and start % t_dim + j >= t_dim:
                     continue
                 cell = start + t_dim * i + j
                 if (cell > 0 or not exclude_first) and cell < N:
-                    ids.add(cell)
-    # Iterate the set itself, as the official code does (not sorted()): this checks that the
-    # library's "lowest ids" is CPython's set order for these sizes.
-    return list(ids)[:M] if lowest else rng.sample(sorted(ids), M)
+                    cur_mask.append(cell)
+        mask_id = mask_id + cur_mask
+    if keep == "set_order":
+        return sorted(list(set(mask_id))[:M])  # the set's own order decides, then sorted
+    return sorted(rng.sample(sorted(set(mask_id)), M))
+
+
+# (N, M, t_dim): small mask_patch, where the set's table (32 or 128 slots for 10 to 76 ids of
+# 512, 512 slots for 100 or 250 of 1212) is smaller than the ids, and the official sizes
+# (N, M, t_dim, whether some clips' sets iterate out of id order)
+SET_ORDER_SIZES = [(512, 10, 64, True), (512, 25, 64, True), (512, 50, 64, True),
+                   (64, 16, 8, True), (1212, 100, 101, True), (1212, 250, 101, True),
+                   (512, 400, 64, False), (128, 25, 16, False), (16, 14, 4, False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("N", "M", "t_dim", "out_of_order"), SET_ORDER_SIZES)
+def test_reference_is_the_official_function_draw_for_draw(N, M, t_dim, out_of_order):
+    unsorted = 0
+    for seed in range(40):
+        mine = cluster_mask_reference(N, M, t_dim, random.Random(seed))
+        assert sorted(mine) == official_restatement(N, M, t_dim, random.Random(seed)), seed
+        unsorted += mine != sorted(mine)
+    assert (unsorted > 0) == out_of_order, unsorted
+
+
+def test_set_table_size_is_cpythons():
+    rng = random.Random(0)
+    for count in range(2, 1500):
+        slots = set_table_size(count)
+        ids = rng.sample(range(slots), count)  # every id below the table size: id order
+        assert list(set(ids)) == sorted(ids), count
+        ids = list(range(1, count)) + [slots]  # one id as large as the table: not id order
+        rng.shuffle(ids)
+        assert list(set(ids)) != sorted(ids), count
+    assert [set_table_size(d) for d in (10, 19, 76, 77, 306, 307)] == [32, 128, 128, 512, 512, 2048]
 
 
 def python_masks(fn, clips, seed):
@@ -95,6 +134,7 @@ def test_extreme_mask_sizes_terminate():
     masks = cluster_mask(4, 32, 31, 8, gen(1), exclude_first=False)
     assert_valid(masks, 4, 31, 0, 32)
     assert_valid(cluster_mask(4, 32, 1, 8, gen(1)), 4, 1, 1, 32)
+    assert_valid(cluster_mask(4, 32, 30, 2, gen(1), wrap_rows=False), 4, 30, 1, 32)  # c > t_dim
 
 
 def test_seeded_masks_repeat_and_differ():
@@ -134,35 +174,43 @@ def test_frame_masks_are_uniform(num_patches, mask_patch, clips):
 
 
 @pytest.mark.parametrize(
-    ("f_dim", "t_dim", "mask_patch", "mean_z2_max"), [(8, 64, 400, 1.6), (4, 8, 20, 2.5)]
-)
-def test_cluster_mask_matches_the_official_distribution(f_dim, t_dim, mask_patch, mean_z2_max):
+    ("f_dim", "t_dim", "mask_patch", "mean_z2_max", "python_clips", "batched_clips"),
+    [(8, 64, 400, 1.6, 2000, 20000), (4, 8, 20, 2.5, 2000, 20000), (8, 64, 10, 1.6, 2000, 6000),
+     (8, 8, 16, 2.5, 10000, 10000), (12, 101, 100, 1.6, 2000, 3000)],
+)  # fmt: skip
+def test_cluster_mask_matches_the_official_distribution(
+    f_dim, t_dim, mask_patch, mean_z2_max, python_clips, batched_clips
+):
+    """Small mask_patch included: there the set keeps other ids than the lowest (keeping the
+    lowest fails all three small cases)."""
     N, M = f_dim * t_dim, mask_patch
-    official = python_masks(lambda rng: official_restatement(N, M, t_dim, rng), 2000, seed=0)
-    library_reference = python_masks(lambda rng: cluster_mask_reference(N, M, t_dim, rng), 2000, 1)
-    batched = cluster_mask(20000, N, M, t_dim, gen(2))
+    official = python_masks(lambda rng: official_restatement(N, M, t_dim, rng), python_clips, 0)
+    library_reference = python_masks(
+        lambda rng: sorted(cluster_mask_reference(N, M, t_dim, rng)), python_clips, 1
+    )
+    batched = cluster_mask(batched_clips, N, M, t_dim, gen(2))
     assert_same_frequencies(batched, official, N, mean_z2_max)
     assert_same_frequencies(library_reference, official, N, mean_z2_max)
 
 
 @pytest.mark.parametrize(
-    "flags",
+    ("flags", "N", "t_dim", "M", "clips"),
     [
-        {"keep": "random"},
-        {"wrap_rows": False},
-        {"exclude_first": False},
-        {"keep": "random", "wrap_rows": False, "exclude_first": False},
+        ({"keep": "random"}, 32, 8, 20, 20000),
+        ({"wrap_rows": False}, 32, 8, 20, 20000),
+        ({"exclude_first": False}, 32, 8, 20, 20000),
+        ({"keep": "random", "wrap_rows": False, "exclude_first": False}, 32, 8, 20, 20000),
+        ({"wrap_rows": False, "exclude_first": False}, 64, 8, 16, 6000),  # set order replayed
     ],
 )
-def test_corrected_flags_match_their_restatement(flags):
-    N, t_dim, M = 32, 8, 20
+def test_corrected_flags_match_their_restatement(flags, N, t_dim, M, clips):
     restated = {
-        "lowest": flags.get("keep", "lowest") == "lowest",
+        "keep": flags.get("keep", "set_order"),
         "wrap_rows": flags.get("wrap_rows", True),
         "exclude_first": flags.get("exclude_first", True),
     }
     official = python_masks(lambda rng: official_restatement(N, M, t_dim, rng, **restated), 2000, 0)
-    assert_same_frequencies(cluster_mask(20000, N, M, t_dim, gen(3), **flags), official, N, 2.5)
+    assert_same_frequencies(cluster_mask(clips, N, M, t_dim, gen(3), **flags), official, N, 2.5)
 
 
 def test_official_masking_is_not_uniform_and_the_flags_change_it():
@@ -229,3 +277,16 @@ def test_official_limit_depends_on_exclude_first():
     assert cluster_mask(2, 32, 31, 8, gen(0), exclude_first=False).shape == (2, 31)
     with pytest.raises(ValueError, match="mask_patch=31"):
         cluster_mask(2, 32, 31, 8, gen(0))
+
+
+@pytest.mark.parametrize("flags", [{}, {"wrap_rows": False, "exclude_first": False}])
+def test_replayed_clips_collect_what_the_batched_draw_collected(flags, monkeypatch):
+    """Where a set iterates in id order, replaying a clip's drawn starts into a Python set (the
+    path of small mask_patch) must keep exactly the ids the tensor path keeps."""
+    import ssast_teach.masking as masking
+
+    sizes = [(512, 400, 64), (12, 9, 2)]  # the pretraining grid; clusters wider than a row
+    fast = [cluster_mask(64, n, m, t, gen(9), **flags) for n, m, t in sizes]
+    monkeypatch.setattr(masking, "_set_table_sizes", lambda n: torch.zeros(n + 1, dtype=torch.long))
+    for (n, m, t), expected in zip(sizes, fast, strict=True):
+        assert torch.equal(masking.cluster_mask(64, n, m, t, gen(9), **flags), expected)

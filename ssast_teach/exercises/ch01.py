@@ -58,6 +58,7 @@ def _fbank_variant(
     remove_dc: bool = True,
     window_first: bool = False,
     exponent: float = 2.0,
+    floor: float = EPS,
     log: Callable[[torch.Tensor], torch.Tensor] = torch.log,
 ) -> torch.Tensor:
     """The fbank steps with one of them done another way: what a plausible mistake gives."""
@@ -81,7 +82,7 @@ def _fbank_variant(
     spectrum = torch.fft.rfft(torch.nn.functional.pad(x, (0, 512 - length))).abs() ** exponent
     banks, _ = torchaudio.compliance.kaldi.get_mel_banks(128, 512, float(SR), 20.0, 0.0,
                                                          100.0, -500.0, 1.0)  # (128, 256)
-    return log(torch.clamp(spectrum[:, :256] @ banks.T, min=EPS))  # (T, 128)
+    return log(torch.clamp(spectrum[:, :256] @ banks.T, min=floor))  # (T, 128)
 
 
 def _fbank_mistakes(w: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -104,6 +105,10 @@ def _fbank_mistakes(w: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
          _fbank_variant(w, exponent=1.0)),
         ("log10; the fbank uses the natural log (torch.log)",
          _fbank_variant(w, log=torch.log10)),
+        (f"a floor of 1e-10 on the mel energies; Kaldi's fbank floors them at float32 eps "
+         f"({EPS:.3g}, torch.finfo(torch.float32).eps), so a filter with no energy reads "
+         f"log(eps) = {math.log(EPS):.2f}, not log(1e-10) = {math.log(1e-10):.2f}",
+         _fbank_variant(w, floor=1e-10)),
     ]  # fmt: skip
 
 
