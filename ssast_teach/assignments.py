@@ -515,7 +515,8 @@ def grade(
         raise ValueError(f"submission {path} is not a readable notebook: {error}") from error
     nb, placed, restored = with_instructor_checks(submission, instructor, str(source_path))
     graded = {index for _, _, index in placed}
-    grading.load_library()  # every checker as it is now, before any submission code runs
+    imports = grading.notebook_imports([c.source for c in instructor.cells if c.cell_type == "code"])
+    grading.load_library(imports)  # the checkers as they are now, before any submission code runs
     # the submission's cells; in place of each check cell only its imports, which the
     # notebook's later cells may use as they would after Run All
     cells = [
@@ -527,7 +528,6 @@ def grade(
         scale=scale, timeout=timeout, course=course_root(path.resolve().parent),
         memory_mb=grading.DEFAULT_MEMORY_MB if memory_mb is None else memory_mb,
     )  # fmt: skip
-    imports = grading.notebook_imports([c.source for c in instructor.cells if c.cell_type == "code"])
     for _, _, index in placed:
         session.bind(grading.free_names(nb.cells[index].source), imports)
     review = _for_review(nb, instructor, placed, session.namespace)

@@ -333,7 +333,11 @@ def worker_main(fd_in: int, fd_out: int, memory_mb: int, processes: int) -> None
     _limit(memory_mb, processes)
     from IPython.core.interactiveshell import InteractiveShell
 
-    _Worker.shell = InteractiveShell.instance()
+    class Shell(InteractiveShell):
+        def enable_gui(self, gui=None):  # no event loop: figures are drawn off screen
+            pass
+
+    _Worker.shell = Shell.instance()
     _write_frame(fd_out, {"ok": True, "ready": True})
     while True:
         header, blob = _read_frame(fd_in)
@@ -943,21 +947,40 @@ def _cell_run(header: Any) -> CellRun:
     )  # fmt: skip
 
 
-def load_library() -> None:
-    """Import every module of the library now, before any submission code runs, so that the
-    checkers the grader runs are the files as they were when grading began."""
-    for info in pkgutil.walk_packages(ssast_teach.__path__, "ssast_teach."):
-        if not info.name.endswith("__main__"):
-            importlib.import_module(info.name)
+def load_library(imports: dict[str, tuple[str, str | None]]) -> None:
+    """Import now, before any submission code runs, the library modules the instructor's
+    notebook imports (``imports``: see :func:`notebook_imports`) and every library module their
+    checkers import, lazily or not: the checks then run the files as they were when grading
+    began, whatever the submission writes."""
+    pending = [m if a is None else f"{m}.{a}" for m, a in imports.values()]
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen or name.split(".")[0] != "ssast_teach":
+            continue
+        seen.add(name)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:  # ``from ssast_teach.x import name``: not a module
+            continue
+        path = getattr(module, "__file__", None)
+        if not path or not module.__name__.startswith("ssast_teach.exercises"):
+            continue
+        for node in ast.walk(ast.parse(Path(path).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                pending += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                pending += [a.name for a in node.names]
 
 
 def free_names(source: str) -> set[str]:
-    """The names a check cell takes from the notebook: read, never bound in it, not builtins."""
+    """The names a check cell may take from the notebook: read, not imported or defined in it,
+    not builtins (a name it assigns counts too: ``f = check(f)`` reads the notebook's ``f``)."""
     tree = ast.parse(source)
     bound, read = set(), set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            read.add(node.id)
         elif isinstance(node, ast.alias):
             bound.add((node.asname or node.name).split(".")[0])
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
