@@ -801,15 +801,20 @@ class GradingSession:
         self.namespace: dict[str, Any] = {"__name__": "__grading__", "__builtins__": builtins}
 
     def bind(self, names: set[str], imports: dict[str, tuple[str, str | None]]) -> None:
-        """Bind each of ``names`` not bound yet: to its module or object when the instructor's
-        notebook imports it under that name (imported here, now), else to a :class:`Remote`."""
+        """Bind each of ``names`` not bound yet: to the module, or the object of
+        ``ssast_teach.exercises``, that the instructor's notebook imports under that name
+        (imported here, now); anything else to a :class:`Remote`, so that a library function
+        the notebook imports under an exercise's name (``masking_frequency``) is never what
+        a check judges."""
         for name in sorted(names - set(self.namespace)):
+            obj = None
             if name in imports:
                 module, attr = imports[name]
                 obj = importlib.import_module(module)
-                self.namespace[name] = obj if attr is None else _attribute_or_module(obj, attr)
-            else:
-                self.namespace[name] = Remote(self, ["name", name], name)
+                obj = obj if attr is None else _attribute_or_module(obj, attr)
+                if not (isinstance(obj, type(os)) or module.startswith("ssast_teach.exercises")):
+                    obj = None
+            self.namespace[name] = obj if obj is not None else Remote(self, ["name", name], name)
 
     def start(self) -> WorkerProcess:
         """A live worker that has run the submission's cells (a fresh one if the last died)."""
