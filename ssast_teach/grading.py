@@ -857,9 +857,9 @@ class GradingSession:
                 "grade this exercise by hand"
             ) from None
         try:
-            header, data = self.start().ask(
-                {"op": "call", "target": target}, blob, self.deadline
-            )
+            if self.worker is None:
+                raise GradingError(self.failure or "the submission's process is not running")
+            header, data = self.worker.ask({"op": "call", "target": target}, blob, self.deadline)
         except GradingError as error:
             self.failure = self.failure or str(error)
             raise
@@ -877,6 +877,10 @@ class GradingSession:
         """Run a check cell here. Returns what it printed or raised (or why it was stopped),
         and the value of its last expression (nbgrader's partial credit)."""
         self.failure = None
+        try:
+            self.start()  # a fresh worker if the last check stopped it
+        except GradingError as error:
+            self.worker, self.failure = None, str(error)
         self.deadline = time.monotonic() + self.timeout
         out, err = io.StringIO(), io.StringIO()
         run, shown = CellRun(), None
