@@ -79,6 +79,7 @@ STARTUP_SECONDS = 120  # for the worker to import IPython and answer
 MAX_RESTARTS = 3  # fresh workers after the first, for cells that time out or kill it
 OUTPUT_CHARS = 4000  # what is kept of a cell's printed output
 WORKER_TOKEN_ENV = "SSAST_TEACH_WORKER"
+LIBRARIES = ("ssast_teach", "torch", "timm")  # whose modules and dataclasses a result may be
 NOBODY = 65534
 # builtin exceptions a worker's error may be raised as in the grader (others get a stand-in)
 BUILTIN_ERRORS = {
@@ -261,7 +262,7 @@ def _class_name(cls: type) -> str:
 
 
 def _library_class(cls: type) -> bool:
-    return cls.__module__.split(".")[0] in ("ssast_teach", "torch")
+    return cls.__module__.split(".")[0] in LIBRARIES
 
 
 def _worker_answer(value: Any, refs: dict, mutated: list) -> tuple[dict, bytes]:
@@ -369,7 +370,7 @@ def _library_object(name: str) -> Any:
     _check(isinstance(name, str) and name.count(":") == 1, f"class name {name!r}")
     module_name, qualname = name.split(":")
     module = sys.modules.get(module_name)
-    _check(module is not None and module_name.split(".")[0] in ("ssast_teach", "torch"),
+    _check(module is not None and module_name.split(".")[0] in LIBRARIES,
            f"class {name!r} is not from a loaded library module")  # fmt: skip
     obj: Any = module
     for part in qualname.split("."):
