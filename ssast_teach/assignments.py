@@ -17,7 +17,10 @@ The **student edition** (``chapters/student/``) is the release of every chapter,
 worked edition (``chapters/``, executed) and the student edition come from one source, and a
 test keeps the committed copy identical to a fresh release.
 
-Grading runs at ``COURSE_SCALE=ci`` unless ``--scale`` or the ``COURSE_SCALE`` variable says
+Grading runs the submission in a separate, limited process and the check cells in this one
+(``ssast_teach.grading``), so nothing the submission does can forge a verdict; code that
+reaches the library's own solution, the checkers or the grader's environment is listed for
+review. It runs at ``COURSE_SCALE=ci`` unless ``--scale`` or the ``COURSE_SCALE`` variable says
 otherwise: the checkers run their own seeded cases, so the scale only sets how long the
 chapter's demonstration cells take.
 """
