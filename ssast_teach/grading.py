@@ -481,9 +481,12 @@ class _Decoder:
         nn.Module.__init__(module)
         for name, value in attrs.items():
             _check(name.isidentifier() and not name.startswith("_"), f"attribute {name!r:.40}")
-            object.__setattr__(module, name, self.value(value, depth + 1))
+            value = self.value(value, depth + 1)
+            _check(_plain(value), f"attribute {name!r:.40}: only plain data rebuilds a module")
+            object.__setattr__(module, name, value)
         for name, child in children.items():
-            _check(isinstance(child, dict) and child.get("t") == "module", f"child {name!r:.40}")
+            _check("." not in name and isinstance(child, dict) and child.get("t") == "module",
+                   f"child {name!r:.40}")  # fmt: skip
             module._modules[name] = self.module(child, depth + 1)
         for name, value in params.items():
             tensor = self.value(value, depth + 1)
@@ -526,6 +529,17 @@ class _Decoder:
                 obj.training = new[0]
                 for name, flag in new[1].items():
                     own[name].requires_grad_(flag)
+
+
+def _plain(value: Any) -> bool:
+    """Data and nothing that runs: no handle, no module, no tensor (a module's attributes)."""
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    if dataclasses.is_dataclass(value):
+        return all(_plain(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return value is None or type(value) in (bool, int, float, str, torch.dtype)
 
 
 def _random_state(state: Any) -> bool:

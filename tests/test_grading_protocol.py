@@ -97,6 +97,9 @@ def test_references_and_in_place_changes_reach_the_graders_arguments(session):
         ({"t": "module", "cls": "os:system", "attrs": {}, "children": {}, "params": {},
           "buffers": {}, "training": True}, None),  # fmt: skip
         ({"t": "dataclass", "cls": "builtins:eval", "v": {}}, None),
+        ({"t": "module", "cls": "torch.nn.modules.linear:Linear", "attrs": {
+            "forward": {"t": "handle", "id": 0}}, "children": {}, "params": {}, "buffers": {},
+          "training": True}, None),  # a library module whose forward would be the student's
         ({"t": "tensor", "k": "9"}, {"0": torch.zeros(1)}),
         ({"t": "ref", "path": ["a", 0]}, None),
         ({"t": "float", "v": "__import__('os')"}, None),
