@@ -882,6 +882,8 @@ class GradingSession:
         if not header["ok"]:
             error = header.get("error")
             _check(type(error) is list and len(error) == 2, "an error")
+            if self.memory_mb > 0 and re.search(r"MemoryError|allocate memory", f"{error}"):
+                error = [error[0], f"{error[1]} (the memory limit is {self.memory_mb} MiB)"]
             raise _remote_error(*error)
         decoder = _Decoder(self, data, _leaves(args, kwargs))
         value = decoder.value(header.get("value"))
