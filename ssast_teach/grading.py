@@ -12,7 +12,8 @@ worker, which calls the student's function and sends back the result as plain da
 What crosses the boundary:
 
 * grader -> worker: the arguments, pickled (the worker unpickles what the grader made), and the
-  grader's global random states (torch, ``random``, numpy), set in the worker before the call;
+  grader's global random states (torch, ``random``, numpy) when they changed since the last
+  call, set in the worker before the call;
 * worker -> grader: JSON plus one safetensors blob, never a pickle. Accepted values are None,
   bool, int, float, str, lists, tuples, dicts, sets of those, ``torch.Tensor`` (any dtype
   safetensors stores; ``requires_grad`` is carried, the graph is not), numpy arrays and
@@ -278,9 +279,10 @@ def _worker_answer(value: Any, refs: dict, mutated: list) -> tuple[dict, bytes]:
 def _worker_call(target: list, blob: bytes) -> tuple[dict, bytes]:
     request = pickle.loads(blob)
     args, kwargs = request["args"], request["kwargs"]
-    torch.set_rng_state(request["rng"]["torch"])
-    random.setstate(request["rng"]["random"])
-    np.random.set_state(request["rng"]["numpy"])
+    if request["rng"] is not None:
+        torch.set_rng_state(request["rng"]["torch"])
+        random.setstate(request["rng"]["random"])
+        np.random.set_state(request["rng"]["numpy"])
     fn = _resolve_remote(target)
     leaves = _leaves(args, kwargs)
     before = {path: _state(obj) for path, obj in leaves.items()}
@@ -813,6 +815,7 @@ class GradingSession:
         self.restarts = -1
         self.deadline = 0.0
         self.failure: str | None = None
+        self.sent_rng: tuple | None = None  # the global random states the worker last got
         self.namespace: dict[str, Any] = {"__name__": "__grading__", "__builtins__": builtins}
 
     def bind(self, names: set[str], imports: dict[str, tuple[str, str | None]]) -> None:
@@ -845,6 +848,7 @@ class GradingSession:
             self.worker = WorkerProcess(scale=self.scale, timeout=self.timeout,
                                         memory_mb=self.memory_mb, course=self.course)  # fmt: skip
             self.worker.start()
+            self.sent_rng = None
             self.notes = list(dict.fromkeys(self.notes + self.worker.notes))
             for index, source in self.cells:
                 if index in self.skipped:
@@ -862,10 +866,14 @@ class GradingSession:
 
     def call(self, target: list, args: tuple, kwargs: dict) -> Any:
         """Call the submission's function ``target`` in the worker; its result, rebuilt."""
+        rng = {"torch": torch.get_rng_state(), "random": random.getstate(),
+               "numpy": np.random.get_state()}  # fmt: skip
+        seen = (bytes(rng["torch"].numpy()), rng["random"], rng["numpy"][1].tobytes(),
+                rng["numpy"][2:])  # fmt: skip
+        # sent when they changed: the worker's global RNGs otherwise go on as the grader's would
+        rng, self.sent_rng = (None if seen == self.sent_rng else rng), seen
         try:
-            blob = pickle.dumps({"args": args, "kwargs": kwargs, "rng": {
-                "torch": torch.get_rng_state(), "random": random.getstate(),
-                "numpy": np.random.get_state()}}, protocol=5)  # fmt: skip
+            blob = pickle.dumps({"args": args, "kwargs": kwargs, "rng": rng}, protocol=5)
         except Exception as error:  # noqa: BLE001 - pickle raises many types
             raise GradingError(
                 f"the grader cannot send these arguments to the submission ({error}); "
