@@ -2,12 +2,14 @@
 
 A submission is untrusted code. It runs in a **worker**, a separate Python process (an IPython
 shell, so magics work as in a notebook) that executes the submission's cells with the graded
-check cells left out, in a fresh temporary folder, with a scrubbed environment (no grader seed),
-resource limits (address space, processes, file size), as user ``nobody`` when the grader is
-root, and a time limit per cell. The **grader** (this process) imports the whole library before
-the worker starts, then runs each graded check cell itself with every name the cell takes from
-the notebook (``random_mask``) bound to a :class:`Remote`: calling it sends the arguments to the
-worker, which calls the student's function and sends back the result as plain data.
+check cells left out (only their imports run), in a fresh temporary folder, with a scrubbed
+environment (no grader seed), resource limits (address space, processes, file size), as user
+``nobody`` when the grader is root (and nobody can run this Python), and a time limit per cell.
+The **grader** (this process) imports the checkers and the library modules they use before the
+worker starts, then runs each graded check cell itself with every name the cell takes from the
+notebook (``random_mask``) bound to a :class:`Remote` (modules and ``ssast_teach.exercises``
+names the instructor's notebook imports are the grader's own): calling it sends the arguments
+to the worker, which calls the student's function and sends back the result as plain data.
 
 What crosses the boundary:
 
@@ -71,7 +73,8 @@ import ssast_teach
 from ssast_teach.exercises import GRADER_SEED_ENV, GRADING_ENV
 
 DEFAULT_MEMORY_MB = 8192  # address space of the worker; torch alone maps about 1.5 GiB
-EXTRA_PROCESSES = 64  # processes (threads count) the worker may add to its user's
+# processes (threads count) the worker may add to its user's: room for torch's thread pools
+EXTRA_PROCESSES = 64 + 2 * (os.cpu_count() or 1)
 MAX_FILE_BYTES = 1 << 30  # largest file the worker may write
 MAX_HEADER = 64 << 20  # largest JSON part of one answer from the worker
 MAX_BLOB = 1 << 30  # largest tensor part
@@ -1169,7 +1172,3 @@ def library_references(check_source: str, namespace: dict[str, Any]) -> dict[str
             if callable(getattr(sys.modules.get(info.name), first.id, None)):
                 found[f"{info.name}.{first.id}"] = first.id
     return found
-
-
-if __name__ == "__main__":  # pragma: no cover - the worker is started with python -c
-    sys.exit("ssast_teach.grading is a library module; grade with python -m ssast_teach.assignments")
