@@ -5,7 +5,8 @@ Imports flow one way, each module importing only modules to its left (chapter in
 (01, 06) -> ``baselines`` (07, 09) -> ``patches`` (02) -> ``masking`` (03) -> ``losses`` (05) -> ``model`` (04) ->
 ``checkpoints`` (08) -> ``training`` (06, 07) -> ``pretrain`` (06) / ``finetune`` (07) ->
 ``evaluate`` (07, 09) -> ``ablations`` (09) / ``study`` (09); ``exercises`` on top of those,
-then ``assignments``, ``bench``, ``export`` (08) and ``__main__``.
+then ``grading`` (its checks run outside the submission's process), then ``assignments``,
+``bench``, ``export`` (08) and ``__main__``.
 
 The losses come before the model because its pretraining heads compute them (chapter 05
 teaches them after the encoder of chapter 04); ``tests/test_conventions.py`` keeps the code

@@ -17,7 +17,10 @@ The **student edition** (``chapters/student/``) is the release of every chapter,
 worked edition (``chapters/``, executed) and the student edition come from one source, and a
 test keeps the committed copy identical to a fresh release.
 
-Grading runs at ``COURSE_SCALE=ci`` unless ``--scale`` or the ``COURSE_SCALE`` variable says
+Grading runs the submission in a separate, limited process and the check cells in this one
+(``ssast_teach.grading``), so nothing the submission does can forge a verdict; code that
+reaches the library's own solution, the checkers or the grader's environment is listed for
+review. It runs at ``COURSE_SCALE=ci`` unless ``--scale`` or the ``COURSE_SCALE`` variable says
 otherwise: the checkers run their own seeded cases, so the scale only sets how long the
 chapter's demonstration cells take.
 """
@@ -25,6 +28,7 @@ chapter's demonstration cells take.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -37,10 +41,10 @@ from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
+from nbformat.v4 import new_output
 
-from ssast_teach import COURSE_SCALES, course_scale
+from ssast_teach import COURSE_SCALES, course_root, course_scale
 from ssast_teach.download import atomic_write
-from ssast_teach.exercises import GRADING_ENV
 
 CHAPTERS_DIR = Path(__file__).resolve().parents[1] / "chapters"
 STUDENT_EDITION = "student"  # the committed student edition: chapters/student/
@@ -49,8 +53,8 @@ CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 SOLUTION = ("BEGIN SOLUTION", "END SOLUTION")  # matched anywhere in a line, as nbgrader does
 HIDDEN_TESTS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
-# Seconds per cell; a cell that runs longer is interrupted (and scores 0 if it was a check).
-# Bounded because under ipykernel 7 a widget cell's reply sometimes stalls until an interrupt.
+# Seconds per cell: a submission's cell or a check cell (all its calls together) that runs longer
+# is stopped, and a check cell stopped scores 0.
 DEFAULT_TIMEOUT = 300
 FEEDBACK_CHARS = 600
 
@@ -316,6 +320,18 @@ class ExerciseScore:
 
 
 @dataclass
+class ReviewItem:
+    """Something a submission's code reaches that a grader should read by hand: the library's
+    own implementation of an exercise, the checkers, ``sys.modules``, an exception hook, the
+    environment (found by reading the code, so a reason to look, not a verdict)."""
+
+    cell: int  # 1-based, in the graded notebook
+    grade_id: str  # of the cell, "" for a cell the student added
+    name: str  # the name the code used
+    why: str
+
+
+@dataclass
 class GradeReport:
     """Scores of one submission; ``executed`` is the graded notebook (it holds the hidden
     checks: keep it away from students)."""
@@ -323,6 +339,8 @@ class GradeReport:
     chapter: str
     scale: str
     exercises: list[ExerciseScore]
+    for_review: list[ReviewItem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how it was graded, when that matters
     executed: NotebookNode | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -341,6 +359,8 @@ class GradeReport:
             "exercises": [asdict(e) for e in self.exercises],
             "total": self.total,
             "max": self.max,
+            "for_review": [asdict(r) for r in self.for_review],
+            "notes": self.notes,
         }
 
     def summary(self) -> str:
@@ -351,6 +371,12 @@ class GradeReport:
             head = f"  {e.grade_id:<{width}}  {e.points:g}/{e.max_points:g}  "
             lines.append(head + e.feedback.replace("\n", "\n" + " " * len(head)))
         lines.append(f"Total: {self.total:g}/{self.max:g}")
+        if self.for_review:
+            lines.append("For review (read these cells before trusting the points):")
+            for r in self.for_review:
+                where = f"cell {r.cell}" + (f" ({r.grade_id})" if r.grade_id else "")
+                lines.append(f"  {where}: {r.name}: {r.why}")
+        lines += [f"Note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -398,71 +424,53 @@ def with_instructor_checks(
     return nb, placed, restored
 
 
-def execute(nb: NotebookNode, cwd: Path, scale: str, timeout: int = DEFAULT_TIMEOUT) -> str | None:
-    """Run ``nb`` in place in a fresh python3 kernel, going on after errors; a cell that runs
-    over ``timeout`` seconds is interrupted. Returns why execution stopped early, or None."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        allow_errors=True,
-        interrupt_on_timeout=True,
-        resources={"metadata": {"path": str(cwd)}},
-    )
-    try:
-        # grading: a stub's check raises (scores 0) instead of going on with the library's version
-        client.execute(env={**os.environ, "COURSE_SCALE": scale, GRADING_ENV: "1"})
-    except (DeadKernelError, CellTimeoutError) as error:
-        return f"the kernel stopped ({type(error).__name__}: {error}), so this cell did not run"
-    return None
-
-
 def _short(text: str) -> str:
     text = text.strip()
     return text if len(text) <= FEEDBACK_CHARS else text[: FEEDBACK_CHARS - 3] + "..."
 
 
-def _error_text(output: NotebookNode, timeout: int) -> str:
-    if output.ename == "KeyboardInterrupt":
-        return f"timed out: the cell ran longer than {timeout} s and was interrupted"
-    return _short(f"{output.ename}: {output.evalue}")
+def _outputs(run) -> list[NotebookNode]:
+    """A cell's outputs in the executed notebook, from what running it gave."""
+    outputs = []
+    if run.stdout:
+        outputs.append(new_output("stream", name="stdout", text=run.stdout))
+    if run.stopped:
+        outputs.append(new_output("error", ename="Stopped", evalue=run.stopped, traceback=[]))
+    elif run.error:
+        ename, evalue = run.error
+        if ename == "stderr":
+            outputs.append(new_output("stream", name="stderr", text=evalue))
+        else:
+            outputs.append(new_output("error", ename=ename, evalue=evalue, traceback=[]))
+    return outputs
 
 
-def cell_points(
-    cell: NotebookNode, max_points: float, timeout: int = DEFAULT_TIMEOUT
-) -> tuple[float, str]:
-    """Points and feedback of an executed graded cell, by nbgrader's rule: an error or anything
-    written to stderr scores 0; a number from 0 to ``max_points`` displayed as the cell's result
-    is partial credit; otherwise full points."""
-    for output in cell.outputs:
-        if output.output_type == "error":
-            return 0.0, _error_text(output, timeout)
-        if output.output_type == "stream" and output.name == "stderr":
-            return 0.0, _short("wrote to stderr: " + output.text)
-        if output.output_type == "execute_result":
-            try:
-                value = float(output.get("data", {}).get("text/plain", ""))
-            except ValueError:
-                break
-            if 0.0 <= value <= max_points:
-                return value, f"partial credit: the cell displayed {value:g}"
-            break
-    printed = [o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"]
-    lines = dict.fromkeys(line for line in "".join(printed).splitlines() if line.strip())
+def check_points(run, shown: object, max_points: float) -> tuple[float, str]:
+    """Points and feedback of a check cell, by nbgrader's rule: stopped (a timeout, the
+    submission's process dying), an error or anything written to stderr scores 0; a number from
+    0 to ``max_points`` as the cell's last expression is partial credit; otherwise full points."""
+    if run.stopped:
+        return 0.0, _short(run.stopped)
+    if run.error:
+        ename, evalue = run.error
+        text = f"wrote to stderr: {evalue}" if ename == "stderr" else f"{ename}: {evalue}"
+        return 0.0, _short(text)
+    if isinstance(shown, int | float) and not isinstance(shown, bool):
+        if 0.0 <= shown <= max_points:
+            return float(shown), f"partial credit: the cell displayed {shown:g}"
+    lines = dict.fromkeys(line for line in run.stdout.splitlines() if line.strip())
     return max_points, _short("\n".join(lines)) or "passed"
 
 
-def _failed_before(nb: NotebookNode, index: int, graded: set[int], timeout: int) -> str:
+def _failed_before(nb: NotebookNode, index: int, graded: set[int]) -> str:
     """The first and the nearest earlier non-graded cells that raised an error, described."""
     failed = []
     for i, cell in enumerate(nb.cells[:index]):
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
         if errors and i not in graded:
             name = nbgrader_meta(cell).get("grade_id") or cell.source.strip().split("\n")[0][:60]
-            failed.append(f"cell {i + 1} ({name}) raised {_error_text(errors[0], timeout)}")
+            failed.append(f"cell {i + 1} ({name}) raised "
+                          + _short(f"{errors[0].ename}: {errors[0].evalue}"))
     if not failed:
         return ""
     if len(failed) == 1:
@@ -477,13 +485,19 @@ def grade(
     chapters_dir: Path = CHAPTERS_DIR,
     scale: str | None = None,
     timeout: int = DEFAULT_TIMEOUT,
+    memory_mb: int | None = None,
 ) -> GradeReport:
-    """Execute a submitted notebook with the instructor's graded cells and score each one.
+    """Run a submitted notebook and score each of the instructor's graded check cells.
 
-    ``source`` is the instructor chapter (name, number or path; by default found from the
-    submission's file name). ``scale`` defaults to ``COURSE_SCALE``, else ``ci``. The kernel
-    starts in the submission's folder.
+    The submission's cells run in a separate, limited process (``ssast_teach.grading``); the
+    check cells, hidden checks included, run here, calling the submission's functions there and
+    judging what comes back. ``source`` is the instructor chapter (name, number or path; by
+    default found from the submission's file name). ``scale`` defaults to ``COURSE_SCALE``,
+    else ``ci``. ``timeout`` is the limit of each cell in seconds, ``memory_mb`` the
+    submission's address space (default ``grading.DEFAULT_MEMORY_MB``).
     """
+    from ssast_teach import grading
+
     path = Path(notebook)
     if not path.is_file():
         raise FileNotFoundError(f"submission {path} does not exist")
@@ -503,21 +517,64 @@ def grade(
     except Exception as error:  # nbformat raises several types for a file that is no notebook
         raise ValueError(f"submission {path} is not a readable notebook: {error}") from error
     nb, placed, restored = with_instructor_checks(submission, instructor, str(source_path))
-    stopped = execute(nb, path.resolve().parent, scale, timeout)
     graded = {index for _, _, index in placed}
+    imports = grading.notebook_imports([c.source for c in instructor.cells if c.cell_type == "code"])
+    grading.load_library(imports)  # the checkers as they are now, before any submission code runs
+    # the submission's cells; in place of each check cell only its imports, which the
+    # notebook's later cells may use as they would after Run All
+    cells = [
+        (i, grading.imports_only(c.source) if i in graded else c.source)
+        for i, c in enumerate(nb.cells) if c.cell_type == "code"
+    ]  # fmt: skip
+    session = grading.GradingSession(
+        [(i, source) for i, source in cells if source.strip()],
+        scale=scale, timeout=timeout, course=course_root(path.resolve().parent),
+        memory_mb=grading.DEFAULT_MEMORY_MB if memory_mb is None else memory_mb,
+    )  # fmt: skip
+    for _, _, index in placed:
+        session.bind(grading.free_names(nb.cells[index].source), imports)
+    review = _for_review(nb, instructor, placed, session.namespace)
     scores = []
+    with grading.grader_environment():
+        try:
+            with contextlib.suppress(grading.GradingError):  # each check then says why
+                session.start()
+            checks = {index: session.run_check(nb.cells[index].source) for _, _, index in placed}
+        finally:
+            session.close()
+    for index, run in [*session.runs.items(), *((i, r) for i, (r, _) in checks.items())]:
+        nb.cells[index].outputs = _outputs(run)
+        nb.cells[index].execution_count = index + 1
     for grade_id, max_points, index in placed:
-        cell = nb.cells[index]
-        if cell.execution_count is None and not cell.outputs:
-            points, feedback = 0.0, stopped or "this cell did not run"
-        else:
-            points, feedback = cell_points(cell, max_points, timeout)
+        points, feedback = check_points(*checks[index], max_points)
         if points < max_points:
-            feedback += _failed_before(nb, index, graded, timeout)
+            feedback += _failed_before(nb, index, graded)
         if grade_id in restored:
             feedback += "\n(this check cell was missing from the submission; the instructor's ran)"
         scores.append(ExerciseScore(grade_id, points, max_points, points == max_points, feedback))
-    return GradeReport(source_path.stem, scale, scores, executed=nb)
+    return GradeReport(source_path.stem, scale, scores, review, session.notes, executed=nb)
+
+
+def _for_review(
+    nb: NotebookNode, instructor: NotebookNode, placed: list, namespace: dict
+) -> list[ReviewItem]:
+    """What the submission's own code (every code cell not verbatim the instructor's or the
+    release's) reaches that a grader should read: see ``grading.for_review``."""
+    from ssast_teach import grading
+
+    library: dict[str, str] = {}
+    for _, _, index in placed:
+        library |= grading.library_references(nb.cells[index].source, namespace)
+    theirs = {c.source for c in instructor.cells if c.cell_type == "code"}
+    theirs |= {c.source for c in release_notebook(instructor).cells if c.cell_type == "code"}
+    graded = {index for _, _, index in placed}
+    items = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or i in graded or cell.source in theirs:
+            continue
+        for name, why in grading.for_review(cell.source, library):
+            items.append(ReviewItem(i + 1, nbgrader_meta(cell).get("grade_id", ""), name, why))
+    return items
 
 
 # ---------------------------------------------------------------------------- command line
@@ -544,7 +601,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     edition.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 if the edition is stale"
     )
-    grd = commands.add_parser("grade", help="execute a submission and score its exercises")
+    grd = commands.add_parser(
+        "grade",
+        help="run a submission in a separate, limited process and score its exercises here",
+        description="Run the submission's cells in a separate process (a temporary folder, no "
+        "grader seed in its environment, limits on memory, processes and time; as user nobody "
+        "when run as root) and the instructor's check cells, hidden checks included, in this "
+        "one: each check calls the submission's functions there and judges the plain data "
+        "that comes back. Code that reaches the library's own solution, the checkers, "
+        "sys.modules, exception hooks or the environment is listed 'for review'. Running a "
+        "submission is running untrusted code: grade in a container or as a throwaway user "
+        "(chapters/INSTRUCTORS.md).",
+    )
     grd.add_argument("notebook", type=Path, help="the submitted .ipynb")
     grd.add_argument("--source", help="instructor chapter (default: from the file name)")
     grd.add_argument("--json", type=Path, help="also write the scores as JSON here")
@@ -552,6 +620,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scale", choices=COURSE_SCALES, help="COURSE_SCALE (default: $COURSE_SCALE, else ci)"
     )
     grd.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell")
+    grd.add_argument(
+        "--memory", type=int, metavar="MIB",
+        help="address space of the submission's process in MiB (default: 8192; 0: no limit)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "release":
@@ -573,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             chapters_dir=args.chapters,
             scale=args.scale,
             timeout=args.timeout,
+            memory_mb=args.memory,
         )
         print(report.summary())
         if args.json is not None:

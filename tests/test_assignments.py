@@ -370,8 +370,12 @@ def test_released_chapter_runs_with_only_the_stubs_failing(chapter, tmp_path):
         for exercise in report.exercises:
             assert "not implemented yet" in exercise.feedback, exercise
     else:  # a chapter without exercises: its release must simply run
+        from nbclient import NotebookClient
+
         executed = nbformat.read(released, as_version=4)
-        assert assignments.execute(executed, tmp_path, "ci", CELL_TIMEOUT) is None
+        NotebookClient(executed, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(tmp_path)}}).execute(
+            env={**os.environ, "COURSE_SCALE": "ci"})  # fmt: skip
     for error in error_outputs(executed):
         assert error.ename == "NotImplementedError" or (
             error.ename == "NotImplementedYet" and "not implemented yet" in error.evalue

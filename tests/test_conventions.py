@@ -32,6 +32,7 @@ FLOW = [
     ("evaluate",),
     ("ablations", "study"),
     ("exercises",),
+    ("grading",),
     ("assignments", "bench", "export", "__main__"),
 ]
 LEVEL = {name: level for level, group in enumerate(FLOW) for name in group}

@@ -83,6 +83,7 @@ def checker(reference: Callable[..., Any] | None = None):
                 return reference
             return fn if reference is not None else None
 
+        run.reference = reference  # what the grader flags a solution for calling
         return run
 
     return wrap
