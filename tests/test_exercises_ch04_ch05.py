@@ -172,6 +172,9 @@ def test_hidden_cases_change_with_the_grader_seed(check, monkeypatch):
 
 
 def attention_variant(order="ok", scale=True, dim=-1, merge=True, proj=True, pair=True):
+    """A self-attention with one mistake; ``scale``: True (head_dim**-0.5), False (none) or
+    ``"width"`` (the model width's D**-0.5)."""
+
     def wrong(h, attn):
         b, length, d = h.shape
         heads = attn.num_heads
@@ -179,7 +182,8 @@ def attention_variant(order="ok", scale=True, dim=-1, merge=True, proj=True, pai
             q, k, v = attn.qkv(h).reshape(b, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
         else:
             q, k, v = attn.qkv(h).reshape(b, length, heads, 3, d // heads).permute(3, 0, 2, 1, 4)
-        w = (q @ k.transpose(-2, -1) * ((d // heads) ** -0.5 if scale else 1.0)).softmax(dim)
+        factor = {True: (d // heads) ** -0.5, False: 1.0, "width": d**-0.5}[scale]
+        w = (q @ k.transpose(-2, -1) * factor).softmax(dim)
         out = w @ v
         out = out.transpose(1, 2).reshape(b, length, d) if merge else out.reshape(b, length, d)
         out = attn.proj(out) if proj else out
@@ -193,13 +197,14 @@ def attention_variant(order="ok", scale=True, dim=-1, merge=True, proj=True, pai
     [
         (attention_variant(order="heads first"), r"\(B, L, heads, 3, head_dim\)"),
         (attention_variant(scale=False), "scale head_dim"),
+        (attention_variant(scale="width"), r"scaled by D\*\*-0.5, the model width"),
         (attention_variant(dim=-2), "over the queries"),
         (attention_variant(merge=False), "plain reshape"),
         (attention_variant(proj=False), "attn.proj is not applied"),
         (attention_variant(pair=False), r"pair \(output, weights\)"),
         (lambda h, attn: (attn(h), None), "should be a torch.Tensor"),
     ],
-    ids=["qkv split", "no scale", "softmax over queries", "heads merged", "no proj", "no weights",
+    ids=["qkv split", "no scale", "width scale", "softmax over queries", "heads merged", "no proj", "no weights",
          "weights missing"],
 )
 def test_self_attention_mistakes(wrong, message):
@@ -222,6 +227,12 @@ def norm1_twice(x, blk):
     return x + blk.mlp(blk.norm1(x))
 
 
+def width_scale(x, blk):
+    attention = attention_variant(scale="width")
+    x = x + attention(blk.norm1(x), blk.attn)[0]
+    return x + blk.mlp(blk.norm2(x))
+
+
 def no_residual(x, blk):
     return blk.mlp(blk.norm2(blk.attn(blk.norm1(x))))
 
@@ -237,9 +248,10 @@ def mlp_on_input(x, blk):
         (tanh_gelu, "tanh"),
         (norm1_twice, "norm1 is used before both"),
         (no_residual, "residual connections are missing"),
+        (width_scale, r"scale is D\*\*-0.5 \(the model width\)"),
         (mlp_on_input, "norm2 of the block input x"),
     ],
-    ids=["post-norm", "tanh GELU", "norm1 twice", "no residual", "MLP on the input"],
+    ids=["post-norm", "tanh GELU", "norm1 twice", "no residual", "width scale", "MLP on the input"],
 )
 def test_block_mistakes(wrong, message):
     with pytest.raises(ExerciseError, match=message):

@@ -235,6 +235,18 @@ def test_stride_mistakes_are_named():
         ch08.check_strides_that_fit(lambda sd, t, f=128: fitting(sd, t, f) * 2)
 
 
+def test_two_class_tokens_taken_for_granted_fail_on_base_nokd():
+    def always_two(sd, input_tdim, input_fdim=128):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+        _, _, fshape, tshape = sd["v.patch_embed.proj.weight"].shape
+        n = sd["v.pos_embed"].shape[1] - 2  # right for every distilled model, not for base_nokd
+        return [(fs, ts) for fs in range(1, fshape + 1) for ts in range(1, tshape + 1)
+                if ((input_fdim - fshape) // fs + 1) * ((input_tdim - tshape) // ts + 1) == n]
+
+    with pytest.raises(ExerciseError, match="base_nokd.*ONE class token|ONE class token.*base_nokd"):
+        ch08.check_strides_that_fit(always_two)
+
+
 def test_count_mistakes_are_named():
     def heads_in_encoder(sd):
         out = counts_ok(sd)
@@ -312,6 +324,20 @@ def test_interval_mistakes_are_named():
 
     with pytest.raises(ExerciseError, match="does not contain the difference"):
         ch09.check_paired_interval(never_zero)
+
+
+def normal_interval(a, b, n_resamples=2000):
+    """diff +- 1.96 standard errors of the seed-averaged per-clip differences: close to the
+    bootstrap when the differences spread symmetrically, not when they are skewed and bounded."""
+    per_clip = np.asarray(a, float).mean(axis=0) - np.asarray(b, float).mean(axis=0)
+    diff, se = per_clip.mean(), per_clip.std(ddof=1) / math.sqrt(per_clip.size)
+    return float(diff), float(diff - 1.96 * se), float(diff + 1.96 * se)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_a_normal_approximation_is_not_the_paired_bootstrap(hidden):
+    with pytest.raises(ExerciseError, match="normal approximation"):
+        ch09.check_paired_interval(normal_interval, hidden=hidden)
 
 
 # ------------------------------------------------------------------ the ablation module

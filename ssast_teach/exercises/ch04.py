@@ -5,8 +5,8 @@ The attention and the block are compared with the library model's own timm modul
 forward, and the explicit weights of :meth:`SSASTModel.attention_maps`); the padding mask is
 checked by properties (zero weight on padding, rows that sum to one, agreement with attention
 over the truncated keys); the crop with :func:`ssast_teach.model.adapt_pos_embed`. When a wrong
-answer equals a known mistake (no scale, q/k/v split in the wrong order, post-norm, the tanh
-GELU, ...), the message names that mistake.
+answer equals a known mistake (no scale, the model width's ``D**-0.5`` for ``head_dim**-0.5``,
+q/k/v split in the wrong order, post-norm, the tanh GELU, ...), the message names that mistake.
 """
 
 from __future__ import annotations
@@ -138,6 +138,8 @@ def _attention_mistakes(h: Tensor, attn: nn.Module) -> tuple[list[Mistake], list
     variants = {
         "the scale head_dim**-0.5 is missing": run(q, k, v, scale=1.0),
         "the scores are divided by head_dim, not by sqrt(head_dim)": run(q, k, v, scale=hd**-1.0),
+        "the scores are scaled by D**-0.5, the model width; each head compares head_dim = "
+        "D / heads numbers, so the scale is head_dim**-0.5": run(q, k, v, scale=d**-0.5),
         "the softmax runs over the queries (dim=-2); each query's weights must sum to 1 over "
         "the keys (dim=-1)": run(q, k, v, dim=-2),
         "qkv is split as (B, L, heads, 3, head_dim); the fused layer's output is "
@@ -209,6 +211,7 @@ def _block_mistakes(x: Tensor, blk: nn.Module) -> list[Mistake]:
     post = blk.norm2(post + mlp(post))
     y = x + attention(blk.norm1(x), scale)  # (B, L, D) after the attention half
     unscaled = x + attention(blk.norm1(x), 1.0)
+    wide = x + attention(blk.norm1(x), d**-0.5)
     return [
         (
             "a post-norm block (norm after the residual add); SSAST/DeiT is pre-norm: "
@@ -221,6 +224,11 @@ def _block_mistakes(x: Tensor, blk: nn.Module) -> list[Mistake]:
         ),
         ("the MLP has no GELU between fc1 and fc2", y + blk.mlp.fc2(blk.mlp.fc1(blk.norm2(y)))),
         ("the attention scale head_dim**-0.5 is missing", unscaled + mlp(blk.norm2(unscaled))),
+        (
+            "the attention scale is D**-0.5 (the model width); it is head_dim**-0.5, head_dim = "
+            "D / heads",
+            wide + mlp(blk.norm2(wide)),
+        ),
         ("the residual connections are missing", mlp(blk.norm2(attention(blk.norm1(x), scale)))),
         (
             "the MLP's input is norm2 of the block input x instead of norm2 of x + attn(...)",

@@ -5,11 +5,13 @@ The cases are official layouts (:func:`ssast_teach.checkpoints.make_official_lik
 ``module.`` prefix) and the course's own models (without it, or with it added). The reference
 model is the one :meth:`SSASTModel.from_pretrained_state_dict` builds from the same dict; the
 strides are checked by their properties (each reproduces the checkpoint's patch count, the
-recipe's stride is among them, none is missing against a brute force).
+recipe's stride is among them, none is missing against a brute force), on two-token models and
+on a one-token ``base_nokd``, so that "pos_embed rows - 2" is not enough.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from ssast_teach.checkpoints import make_official_like
 from ssast_teach.exercises import ExerciseError, call_student, checker, hidden_seed, passed
-from ssast_teach.model import SSASTModel, infer_size, strip_module_prefix
+from ssast_teach.model import SSASTConfig, SSASTModel, infer_size, strip_module_prefix
 
 __all__ = ["check_count_parameters", "check_model_from_official", "check_strides_that_fit"]
 
@@ -153,6 +155,16 @@ def _finetuned(fshape: int, tshape: int, fs: int, ts: int, tdim: int, seed: int,
     return _prefixed(sd) if prefix else sd
 
 
+@functools.cache
+def _nokd_finetuned(fs: int, ts: int, tdim: int) -> OrderedDict[str, Tensor]:
+    """A ``base_nokd`` fine-tuning state dict (one class token, no ``v.dist_token``): built on
+    the meta device and given uninitialised memory, since only its shapes matter here; a real
+    86 M-parameter model would take seconds to initialise."""
+    with torch.device("meta"):
+        model = SSASTModel(SSASTConfig("base_nokd", 16, 16, fs, ts, 128, tdim), n_classes=10)
+    return model.to_empty(device="cpu").state_dict()
+
+
 def _stride_cases(hidden: bool) -> list[tuple[str, Mapping[str, Tensor], int, tuple[int, int]]]:
     cases = [
         ("a mini 16 x 16 model fine-tuned the ESC-50 way (stride 10 x 10, 128 x 512, module. keys)",
@@ -161,6 +173,9 @@ def _stride_cases(hidden: bool) -> list[tuple[str, Mapping[str, Tensor], int, tu
          _finetuned(128, 2, 128, 1, 128, 821, False), 128, (128, 1)),
         ("a mini 16 x 16 model fine-tuned with stride 8 x 16 on 128 x 64",
          _finetuned(16, 16, 8, 16, 64, 822, False), 64, (8, 16)),
+        # one class token: 144 patches, and (9, 11) or (11, 9) give the 143 of "rows - 2"
+        ("a base_nokd model (one class token) fine-tuned with stride 10 x 10 on 128 x 128",
+         _nokd_finetuned(10, 10, 128), 128, (10, 10)),
     ]
     if hidden:
         rng = random.Random(hidden_seed(823))
@@ -212,9 +227,14 @@ def check_strides_that_fit(strides_that_fit: Callable, hidden: bool = False) -> 
                                     f"x 1..{tshape}: a stride larger than the patch side skips input")
             got_n = _n_patches(128, tdim, fshape, tshape, fs, ts)
             if got_n != n:
-                hint = (" -- v.pos_embed also holds the class-token rows: subtract them"
-                        if got_n == n + cls_tokens else
-                        " -- a conv gives (input - patch) // stride + 1 positions per axis")
+                if got_n == n + cls_tokens:
+                    hint = " -- v.pos_embed also holds the class-token rows: subtract them"
+                elif cls_tokens == 1 and got_n == n - 1:
+                    hint = (" -- this checkpoint has ONE class token (no v.dist_token, as "
+                            "base_nokd), so v.pos_embed holds 1 class-token row, not 2: read the "
+                            "number of class tokens from the state dict")
+                else:
+                    hint = " -- a conv gives (input - patch) // stride + 1 positions per axis"
                 raise ExerciseError(f"strides_that_fit on {case}: stride ({fs}, {ts}) gives "
                                     f"{got_n} patches on 128 x {tdim}, the checkpoint has {n}{hint}")
         if recipe not in pairs:

@@ -5,8 +5,11 @@ separate two accuracies.
 The references are :func:`ssast_teach.ablations.readme_averages`,
 :func:`ssast_teach.ablations.kendall_tau` and :func:`ssast_teach.ablations.difference_in_se`.
 The paired interval is checked by its properties (the difference itself, an interval round
-it, symmetry, zero for a model against itself, a wider gap further from zero, agreement with
-:func:`ssast_teach.stats.paired_bootstrap` within Monte-Carlo noise).
+it, inside the range of the per-clip differences, symmetry, zero for a model against itself, a
+wider gap further from zero, agreement with :func:`ssast_teach.stats.paired_bootstrap` within
+Monte-Carlo noise). A case where A is never worse than B on a clip, and better on two, makes the
+per-clip differences skewed and bounded: there a normal approximation reaches below 0, which no
+bootstrap resample can.
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def _paired_cases(hidden: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
         ("400 clips, 3 seeds each, A a little better",
          _outcomes(rng, 400, 3, 0.6, u, 0.1), _outcomes(rng, 400, 3, 0.55, u, 0.1)),
     ]
+    cases.append(_one_sided(200, 2, rng))
     if hidden:
         rng = np.random.default_rng(hidden_seed(941))
         for _ in range(3):
@@ -155,7 +159,20 @@ def _paired_cases(hidden: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
             pa, pb = rng.uniform(0.3, 0.8, size=2)
             cases.append((f"{n} clips, {sa} vs {sb} seeds, accuracies near {pa:.2f} and {pb:.2f}",
                           _outcomes(rng, n, sa, pa, u, 0.1), _outcomes(rng, n, sb, pb, u, 0.1)))
+        cases.append(_one_sided(int(rng.choice([300, 400])), 2, rng))
     return cases
+
+
+def _one_sided(n: int, extra: int, rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray]:
+    """A right wherever B is, and on ``extra`` more of ``n`` clips: every per-clip difference
+    is 0 or 1, skewed and bounded, so no resample averages below 0, while a normal
+    approximation (diff +- 1.96 SE) reaches below it. With 2 extra clips of 200, 300 or 400,
+    the resampled count of wins is 0 with probability about 0.135 and 5 or fewer with about
+    0.984: the bootstrap's 2.5 % and 97.5 % quantiles (0 and 5 wins) do not depend on its draws."""
+    b = (rng.random(n) < 0.6).astype(np.int64)
+    a = b.copy()
+    a[rng.choice(np.flatnonzero(b == 0), extra, replace=False)] = 1
+    return (f"{n} clips, A right wherever B is and on {extra} more (1 seed each)", a[None], b[None])
 
 
 def _triple(fn: Callable, a: np.ndarray, b: np.ndarray, case: str,
@@ -189,6 +206,15 @@ def _check_interval(fn: Callable, case: str, a: np.ndarray, b: np.ndarray) -> tu
     if not low <= diff <= high:
         raise ExerciseError(f"paired_interval on {case}: the interval [{low:.4g}, {high:.4g}] "
                             f"does not contain the difference {diff:.4g}")
+    per_clip = a.mean(axis=0) - b.mean(axis=0)  # (n_clips,)
+    if low < per_clip.min() - 1e-12 or high > per_clip.max() + 1e-12:
+        raise ExerciseError(
+            f"paired_interval on {case}: [{low:.4f}, {high:.4f}] reaches beyond "
+            f"[{per_clip.min():.4g}, {per_clip.max():.4g}], the range of the per-clip differences: "
+            "no resampled test set can average outside it, so a percentile bootstrap never does. "
+            "That is a normal approximation (diff +- 1.96 SE), which assumes a symmetric, "
+            "unbounded spread; the bootstrap interval is the 2.5 % and 97.5 % quantiles of the "
+            "resampled differences themselves")
     ref = paired_bootstrap(a, b, n_resamples=_RESAMPLES, seed=7)
     width, ref_width = high - low, ref.high - ref.low
     tol = max(0.05 * ref_width, 0.002)  # measured: 20 000 resamples move an end <= 2.5 % of it
