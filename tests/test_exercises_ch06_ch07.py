@@ -3,6 +3,8 @@ answer, and draw their hidden cases from the grader's seed."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -348,6 +350,19 @@ def test_masked_forward_refuses_shortcuts_and_every_token_outputs():
 def test_pretrain_loop_mistakes(mistake, hint):
     with pytest.raises(ExerciseError, match=hint):
         ch06.check_pretrain_loop(lambda m, c, b, e: loop_ok(m, c, b, e, mistake))
+
+
+def test_the_forward_and_loop_arguments_pickle():
+    """A grader may run the submission in another process: what the checks pass must pickle."""
+    ch06.check_masked_forward_pass(lambda m, x, ids: forward_ok(*pickle.loads(pickle.dumps((m, x, ids)))))
+
+    def loop_in_a_copy(model, config, batches, evaluate):
+        model_copy, *rest = pickle.loads(pickle.dumps((model, config, batches, evaluate)))
+        losses = loop_ok(model_copy, *rest)
+        model.load_state_dict(model_copy.state_dict())
+        return losses
+
+    ch06.check_pretrain_loop(loop_in_a_copy)
 
 
 def test_pretrain_loop_wants_the_step_losses():

@@ -209,14 +209,23 @@ def _pass_specs(hidden: bool) -> list[tuple[int, int, int, int, int, int]]:
     return specs
 
 
+class _Refused:
+    """A model method switched off for the check (a class, not a closure, so that the model
+    still pickles for a grader that runs the submission in another process)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *_args: object, **_kwargs: object):
+        raise ExerciseError(f"model.{self.name} is what this exercise writes: build the pass "
+                            "from the model's parts (model.v.patch_embed, model.mask_embed, "
+                            "model.v.blocks, ...) instead")
+
+
 def _forbid_shortcuts(model: SSASTModel) -> SSASTModel:
     """The model with the methods the exercise asks to write made to refuse, per instance."""
     for name in _MODEL_SHORTCUTS:
-        def refuse(*_args, _name=name, **_kwargs):
-            raise ExerciseError(f"model.{_name} is what this exercise writes: build the pass "
-                                "from the model's parts (model.v.patch_embed, model.mask_embed, "
-                                "model.v.blocks, ...) instead")
-        setattr(model, name, refuse)
+        setattr(model, name, _Refused(name))
     return model
 
 
@@ -364,8 +373,9 @@ def _loop_config(hidden: bool) -> PretrainConfig:
 
 
 def _loop_run(config: PretrainConfig, out_dir: Path):
-    """``(model, batches, val_ds)`` as ``pretrain(config)`` starts: the same seeded initial
-    weights, its batches in ``epoch_batches`` order, its held-out clips."""
+    """``(model, batches, val)`` as ``pretrain(config)`` starts: the same seeded initial
+    weights, its batches in ``epoch_batches`` order, its held-out clips (in memory: the
+    clips' files live in ``out_dir``, which the learner's loop may not see)."""
     with torch.random.fork_rng(devices=[]):
         device, env, precision = start_run(config.device, config.precision, config.seed)
         train_ds, val_ds = _datasets(config, out_dir)
@@ -374,13 +384,19 @@ def _loop_run(config: PretrainConfig, out_dir: Path):
     batches = [torch.stack([train_ds[i][0] for i in ids])  # (B, T, F) each
                for epoch in range(config.epochs)
                for ids in epoch_batches(train_ds, config.batch_size, config.seed, epoch, env)]
-    return model, batches[: config.max_steps], val_ds
+    return model, batches[: config.max_steps], list(val_ds)
 
 
-def _evaluator(model: SSASTModel, val_ds, config: PretrainConfig) -> Callable[[], dict]:
-    """``evaluate()``: pretrain()'s held-out metrics of ``model`` now (fp32 on the CPU)."""
-    objective = PretrainObjective(model, config)
-    return lambda: evaluate(objective, val_ds, config, torch.device("cpu"), "fp32")
+class _Evaluator:
+    """``evaluate()``: pretrain()'s held-out metrics of ``model`` now (fp32 on the CPU). A class
+    rather than a closure, so that it pickles with the model it evaluates."""
+
+    def __init__(self, model: SSASTModel, val: list, config: PretrainConfig) -> None:
+        self.model, self.val, self.config = model, val, config
+
+    def __call__(self) -> dict[str, float]:
+        objective = PretrainObjective(self.model, self.config)
+        return evaluate(objective, self.val, self.config, torch.device("cpu"), "fp32")
 
 
 def _mistaken_loop(model: SSASTModel, config: PretrainConfig, batches: list[Tensor],
@@ -492,28 +508,28 @@ def check_pretrain_loop(
     config = _loop_config(hidden)
     losses, expected = _pretrain_reference(config)
     with tempfile.TemporaryDirectory() as tmp:
-        model, batches, val_ds = _loop_run(config, Path(tmp) / "yours")
-        initial = copy.deepcopy(model)
-        case = (f"{len(batches)} steps of the ci preset ({config.fshape}x{config.tshape} patches, "
-                f"seed {config.seed}, an evaluation every {config.epoch_iter} step(s))")
-        got = call_student(pretrain_loop, model, config, batches,
-                           _evaluator(model, val_ds, config), case=case)
-        try:
-            got = [float(loss) for loss in got]
-        except (TypeError, ValueError):
-            raise ExerciseError(f"pretrain_loop on {case} returned {type(got).__name__}; "
-                                "expected a list of the step losses (floats)") from None
-        problem = _loop_mismatch(got, losses, model, expected)
-        if problem:
-            hints = []
-            for key, hint in _LOOP_MISTAKES.items():
-                wrong = copy.deepcopy(initial)
-                wrong_losses = _mistaken_loop(wrong, config, batches,
-                                              _evaluator(wrong, val_ds, config), key, got)
-                if _loop_mismatch(got, wrong_losses, model, wrong.state_dict()) is None:
-                    hints.append(hint)
-            looks = f" -- it looks like {'; or '.join(hints)}" if hints else ""
-            raise ExerciseError(f"pretrain_loop on {case}: {problem}{looks}")
+        model, batches, val = _loop_run(config, Path(tmp))
+    initial = copy.deepcopy(model)
+    case = (f"{len(batches)} steps of the ci preset ({config.fshape}x{config.tshape} patches, "
+            f"seed {config.seed}, an evaluation every {config.epoch_iter} step(s))")
+    got = call_student(pretrain_loop, model, config, batches,
+                       _Evaluator(model, val, config), case=case)
+    try:
+        got = [float(loss) for loss in got]
+    except (TypeError, ValueError):
+        raise ExerciseError(f"pretrain_loop on {case} returned {type(got).__name__}; "
+                            "expected a list of the step losses (floats)") from None
+    problem = _loop_mismatch(got, losses, model, expected)
+    if problem:
+        hints = []
+        for key, hint in _LOOP_MISTAKES.items():
+            wrong = copy.deepcopy(initial)
+            wrong_losses = _mistaken_loop(wrong, config, batches,
+                                          _Evaluator(wrong, val, config), key, got)
+            if _loop_mismatch(got, wrong_losses, model, wrong.state_dict()) is None:
+                hints.append(hint)
+        looks = f" -- it looks like {'; or '.join(hints)}" if hints else ""
+        raise ExerciseError(f"pretrain_loop on {case}: {problem}{looks}")
     passed(6, 4, f"your loop gives pretrain()'s loss at each of {len(losses)} steps and its "
                  f"final weights{' on a hidden seeded run' if hidden else ''}")
 
