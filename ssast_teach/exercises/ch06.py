@@ -530,7 +530,8 @@ def check_pretrain_loop(
                 hints.append(hint)
         looks = f" -- it looks like {'; or '.join(hints)}" if hints else ""
         raise ExerciseError(f"pretrain_loop on {case}: {problem}{looks}")
-    passed(6, 4, f"your loop gives pretrain()'s loss at each of {len(losses)} steps and its "
+    passed(6, 4, f"your loop gives pretrain()'s loss at each of {len(losses)} steps (an "
+                 f"evaluation every {config.epoch_iter}, patience {config.lr_patience}) and its "
                  f"final weights{' on a hidden seeded run' if hidden else ''}")
 
 
