@@ -167,7 +167,7 @@ def _mistaken_pass(model: SSASTModel, x: Tensor, mask_ids: Tensor, mistake: str)
         h_heads = h_masked
     cls_head, gen_head = ((model.gpredlayer, model.cpredlayer) if mistake == "heads_swapped"
                           else (model.cpredlayer, model.gpredlayer))
-    acc, nce = info_nce_loss(cls_head(h_heads), target, softmax_quirk=mistake != "paper_softmax")
+    acc, nce = info_nce_loss(cls_head(h_heads), target, softmax_quirk=mistake != "softmax_transposed")
     return h_masked, acc, nce, mse_loss(gen_head(h_heads), target)
 
 
@@ -188,7 +188,7 @@ _PASS_MISTAKES = {
     "every_token": "the heads ran over every patch token: the objectives score the masked "
                    "positions only (and their targets are the masked patches)",
     "heads_swapped": "the heads are swapped: cpredlayer feeds the InfoNCE, gpredlayer the MSE",
-    "paper_softmax": "the paper's softmax dimension; the official mpc keeps its own "
+    "softmax_transposed": "the paper's softmax dimension; the official mpc keeps its own "
                      "(softmax_quirk=True, chapter 05)",
 }
 
