@@ -506,7 +506,6 @@ def check_pretrain_loop(
     """``pretrain_loop(model, config, batches, evaluate)``: the losses and final weights of
     ``pretrain(config)``, run on the ci data for a few steps."""
     config = _loop_config(hidden)
-    losses, expected = _pretrain_reference(config)
     with tempfile.TemporaryDirectory() as tmp:
         model, batches, val = _loop_run(config, Path(tmp))
     initial = copy.deepcopy(model)
@@ -519,6 +518,7 @@ def check_pretrain_loop(
     except (TypeError, ValueError):
         raise ExerciseError(f"pretrain_loop on {case} returned {type(got).__name__}; "
                             "expected a list of the step losses (floats)") from None
+    losses, expected = _pretrain_reference(config)
     problem = _loop_mismatch(got, losses, model, expected)
     if problem:
         hints = []
