@@ -1,12 +1,17 @@
-"""Checkers for chapter 06 (pretraining): the warm-up lr, the joint loss of a step, fill-and-fold,
-and (an extension checked by its properties) packing short clips into inputs.
+"""Checkers for chapter 06 (pretraining): the warm-up lr, the masked forward pass, the joint loss
+of a step, the pretraining loop, fill-and-fold, and (an extension checked by its properties)
+packing short clips into inputs.
 
-The references are :func:`ssast_teach.training.warmup_lr`,
-:class:`ssast_teach.pretrain.PretrainObjective` and :func:`ssast_teach.patches.fold_patches`.
-Wrong answers that equal a known mistake (one mask for both objectives, a weight of 1, the
-``step + 1`` warm-up, ...) are named in the message. Packing has many right answers, so its
-checker asks for the properties every one of them has: each clip whole in exactly one input,
-long clips alone, every input filled, and no clip wasted.
+The references are :func:`ssast_teach.training.warmup_lr`, ``SSASTModel.masked_outputs`` /
+``mpc`` / ``mpg``, :class:`ssast_teach.pretrain.PretrainObjective`,
+:func:`ssast_teach.pretrain.pretrain` itself (the loop: run for a few ci steps from the same
+seeded start, every step's loss and the final weights compared) and
+:func:`ssast_teach.patches.fold_patches`. Wrong answers that equal a known mistake (the mask
+embedding put in after the positions, one mask for both objectives, the lr set after the step,
+the scheduler stepped on the loss, ...) are named in the message. Everything a check hands the
+learner's function pickles, so a grader may run the submission in another process. Packing has
+many right answers, so its checker asks for the properties every one of them has: each clip
+whole in exactly one input, long clips alone, every input filled, and no clip wasted.
 """
 
 from __future__ import annotations
