@@ -3,12 +3,18 @@ answer, and draw their hidden cases from the grader's seed."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
 from ssast_teach.exercises import GRADER_SEED_ENV, ExerciseError, ch06, ch07
 from ssast_teach.finetune import FinetuneConfig, average_precision, confusion_matrix, param_groups
-from ssast_teach.patches import fold_patches
+from ssast_teach.losses import info_nce_loss, mse_loss
+from ssast_teach.masking import mask_to_dense
+from ssast_teach.patches import fold_patches, to_image, unfold_patches
+from ssast_teach.pretrain import draw_masks
+from ssast_teach.training import step_generator, warmup_lr
 
 # graded behaviour: a stub's check raises (the non-grading behaviour is tested with capsys)
 pytestmark = pytest.mark.usefixtures("grading")
@@ -22,8 +28,79 @@ def warmup_ok(step, base_lr, warmup_steps=1000, every=50):
     return None
 
 
-def joint_ok(model, x, mask_a, mask_b):
-    return model.mpc(x, mask_a)[1] + 10 * model.mpg(x, mask_b)
+def forward_ok(model, x, mask_ids, mistake=None):
+    """The masked forward pass from the model's parts; ``mistake`` names a wrong variant."""
+    v, c, b = model.v, model.cls_token_num, len(x)
+    image = to_image(x)  # (B, 1, F, T)
+    patches = unfold_patches(image, model.grid)  # (B, N, P)
+    hidden = mask_to_dense(mask_ids, model.grid.num_patches).unsqueeze(-1)  # (B, N, 1)
+    tokens = v.patch_embed(image)  # (B, N, D)
+    if mistake == "added":
+        tokens = tokens + model.mask_embed * hidden
+    elif mistake != "after pos":
+        tokens = torch.where(hidden, model.mask_embed, tokens)
+    h = torch.cat([v.cls_token.expand(b, -1, -1), v.dist_token.expand(b, -1, -1), tokens], 1)
+    h = h if mistake == "no pos" else v.pos_drop(h + v.pos_embed)
+    if mistake == "after pos":
+        h[:, c:] = torch.where(hidden, model.mask_embed, h[:, c:])
+    for blk in v.blocks:
+        h = blk(h)
+    h = h if mistake == "no norm" else v.norm(h)
+    ids = mask_ids.sort(1).values if mistake == "sorted" else mask_ids
+    offset = {"no offset": 0, "offset 1": 1}.get(mistake, c)
+    h_masked = h[torch.arange(b)[:, None], ids + offset]  # (B, M, D)
+    target = patches[torch.arange(b)[:, None], ids]  # (B, M, P)
+    if mistake == "every token":
+        h_masked, target = h[:, c:], patches
+    heads = (model.gpredlayer, model.cpredlayer) if mistake == "swapped heads" else (
+        model.cpredlayer, model.gpredlayer)
+    acc, nce = info_nce_loss(heads[0](h_masked), target, softmax_quirk=mistake != "paper softmax")
+    mse = mse_loss(heads[1](h_masked), target)
+    if mistake == "every token":
+        h_masked = h[torch.arange(b)[:, None], mask_ids + c]
+    return h_masked, acc, nce, mse
+
+
+def joint_ok(model, x, mpc_mask, mpg_mask):
+    return model.mpc(x, mpc_mask)[1] + 10 * model.mpg(x, mpg_mask)
+
+
+def loop_ok(model, config, batches, evaluate, mistake=None):
+    """The official pretraining loop written out; ``mistake`` names a wrong variant."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    betas, decay = ((0.9, 0.999), 0) if mistake == "adam defaults" else (
+        config.betas, config.weight_decay)
+    optimizer = torch.optim.Adam(trainable, lr=config.base_lr, betas=betas, weight_decay=decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min" if mistake == "min mode" else "max", factor=config.lr_factor,
+        patience=config.lr_patience)
+    shared = step_generator(config.seed, 0)
+    losses = []
+    for step, x in enumerate(batches):
+        counted = step + 1 if mistake == "from 1" else step
+        lr = warmup_lr(counted, config.base_lr, config.warmup_steps, config.warmup_every)
+        if lr is not None and mistake not in ("lr after step", "no warm-up"):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        generator = shared if mistake == "one generator" else step_generator(config.seed, counted)
+        mpc_mask = draw_masks(config, model.grid.t_dim, len(x), generator, config.mask_patch)
+        if mistake == "fresh generator per mask":
+            generator = step_generator(config.seed, counted)
+        mpg_mask = draw_masks(config, model.grid.t_dim, len(x), generator, config.mask_patch)
+        acc, nce = model.mpc(x, mpc_mask)
+        loss = nce + (1 if mistake == "weight 1" else 10) * model.mpg(x, mpg_mask)
+        if mistake != "no zero_grad":
+            optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if lr is not None and mistake == "lr after step":
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        losses.append(loss.item())
+        if (step + (mistake != "early eval")) % config.epoch_iter == 0:
+            metrics = evaluate()
+            scheduler.step(loss.item() if mistake == "on the loss" else metrics["val_acc"])
+    return losses
 
 
 def fill_ok(pred, patches, mask_ids, grid):
@@ -82,7 +159,9 @@ def pool_ok(tokens, n_real):
 
 CHECKS = [
     (ch06.check_warmup_lr, warmup_ok),
+    (ch06.check_masked_forward_pass, forward_ok),
     (ch06.check_joint_step_loss, joint_ok),
+    (ch06.check_pretrain_loop, loop_ok),
     (ch06.check_fill_and_fold, fill_ok),
     (ch06.check_pack_clips, pack_greedy),
     (ch07.check_average_precision, average_precision),
@@ -97,7 +176,8 @@ def test_right_answers_pass(hidden, capsys):
     for check, answer in CHECKS:
         check(answer, hidden=hidden)
     lines = capsys.readouterr().out.splitlines()
-    expected = [f"✓ ch0{c} exercise {k}:" for c in (6, 7) for k in (1, 2, 3, 4)]
+    expected = [f"✓ ch06 exercise {k}:" for k in range(1, 7)]
+    expected += [f"✓ ch07 exercise {k}:" for k in (1, 2, 3, 4)]
     assert [line.split(":")[0] + ":" for line in lines] == expected
 
 
@@ -113,6 +193,7 @@ def test_a_passing_check_returns_what_the_chapter_goes_on_with(monkeypatch, caps
     monkeypatch.delenv(GRADING_ENV)
     assert ch06.check_warmup_lr(warmup_ok) is warmup_ok
     assert ch07.check_average_precision(ap_ties) is ap_ties
+    assert ch06.check_masked_forward_pass(forward_ok) is forward_ok
     assert ch06.check_pack_clips(pack_greedy) is None  # an extension: nothing later uses it
     assert ch07.check_real_token_mean(pool_ok) is None
 
@@ -138,7 +219,7 @@ def test_outside_grading_a_stub_goes_on_with_the_library(check, monkeypatch, cap
     result = check(not_implemented)
     out = capsys.readouterr().out
     assert "not implemented yet" in out
-    if check in (ch06.check_pack_clips, ch07.check_real_token_mean):
+    if check in (ch06.check_pretrain_loop, ch06.check_pack_clips, ch07.check_real_token_mean):
         assert result is None
     else:
         assert callable(result) and result.__name__.startswith("_")
@@ -154,7 +235,9 @@ def test_outside_grading_a_stub_goes_on_with_the_library(check, monkeypatch, cap
     "cases",
     [
         lambda: ch06._warmup_settings(True),
+        lambda: ch06._pass_specs(True),
         lambda: ch06._joint_specs(True),
+        lambda: repr(ch06._loop_config(True)),
         lambda: [case for case, *_ in ch06._fold_cases(True)] + [
             str(grid) for _, grid, *_ in ch06._fold_specs(True)],
         lambda: ch06._pack_cases(True),
@@ -162,7 +245,7 @@ def test_outside_grading_a_stub_goes_on_with_the_library(check, monkeypatch, cap
         lambda: [(case, s.tolist()) for case, s, _ in ch07._confusion_cases(True)],
         lambda: [(case, t.tolist(), n.tolist()) for case, t, n in ch07._pool_cases(True)],
     ],
-    ids=["warmup", "joint", "fold", "pack", "ap", "confusion", "pool"],
+    ids=["warmup", "forward", "joint", "loop", "fold", "pack", "ap", "confusion", "pool"],
 )
 def test_hidden_cases_follow_the_grader_seed(cases, monkeypatch):
     monkeypatch.delenv(GRADER_SEED_ENV, raising=False)
@@ -218,6 +301,77 @@ def test_joint_loss_mistakes(wrong, hint):
         ch06.check_joint_step_loss(wrong)
 
 
+@pytest.mark.parametrize(
+    ("mistake", "hint"),
+    [
+        ("after pos", "after the positional embedding was added"),
+        ("added", "added to the masked patches' embeddings instead of replacing"),
+        ("no offset", "sit cls_token_num rows further on"),
+        ("offset 1", "two class tokens"),
+        ("sorted", "sorted order of mask_ids"),
+        ("no norm", "skip the final norm"),
+        ("no pos", "positional embedding is missing"),
+        ("every token", "heads ran over every patch token"),
+        ("swapped heads", "heads are swapped"),
+        ("paper softmax", "paper's softmax dimension"),
+    ],
+)
+def test_masked_forward_mistakes(mistake, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ch06.check_masked_forward_pass(lambda m, x, ids: forward_ok(m, x, ids, mistake))
+
+
+def test_masked_forward_refuses_shortcuts_and_every_token_outputs():
+    with pytest.raises(ExerciseError, match="model.mpc is what this exercise writes"):
+        ch06.check_masked_forward_pass(
+            lambda m, x, ids: (None, *m.mpc(x, ids), None))
+    with pytest.raises(ExerciseError, match="every token's output"):
+        ch06.check_masked_forward_pass(
+            lambda m, x, ids: (m.v.patch_embed(to_image(x)), *forward_ok(m, x, ids)[1:]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mistake", "hint"),
+    [
+        ("lr after step", "set after optimizer.step"),
+        ("no warm-up", "never applied"),
+        ("fresh generator per mask", "one mask for both objectives"),
+        ("one generator", "one generator for the whole run"),
+        ("from 1", "counted from 1"),
+        ("on the loss", "stepped on the training loss"),
+        ("min mode", "mode 'min'"),
+        ("early eval", "one step early"),
+        ("no zero_grad", "zero_grad is missing"),
+        ("adam defaults", "default betas"),
+        ("weight 1", "weighs the mse by 1"),
+    ],
+)
+def test_pretrain_loop_mistakes(mistake, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ch06.check_pretrain_loop(lambda m, c, b, e: loop_ok(m, c, b, e, mistake))
+
+
+def test_the_forward_and_loop_arguments_pickle():
+    """A grader may run the submission in another process: what the checks pass must pickle."""
+    ch06.check_masked_forward_pass(lambda m, x, ids: forward_ok(*pickle.loads(pickle.dumps((m, x, ids)))))
+
+    def loop_in_a_copy(model, config, batches, evaluate):
+        model_copy, *rest = pickle.loads(pickle.dumps((model, config, batches, evaluate)))
+        losses = loop_ok(model_copy, *rest)
+        model.load_state_dict(model_copy.state_dict())
+        return losses
+
+    ch06.check_pretrain_loop(loop_in_a_copy)
+
+
+def test_pretrain_loop_wants_the_step_losses():
+    with pytest.raises(ExerciseError, match="expected a list of the step losses"):
+        ch06.check_pretrain_loop(lambda m, c, b, e: None)
+    with pytest.raises(ExerciseError, match="15 losses where the run has 18 steps"):
+        ch06.check_pretrain_loop(lambda m, c, b, e: loop_ok(m, c, b[:15], e))
+
+
 def scatter_at(patches, ids, pred):
     return patches.scatter(1, ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]), pred)
 
@@ -238,6 +392,15 @@ def scatter_at(patches, ids, pred):
 def test_fill_and_fold_mistakes(wrong, hint):
     with pytest.raises(ExerciseError, match=hint):
         ch06.check_fill_and_fold(wrong)
+
+
+def test_fill_and_fold_must_leave_the_callers_patches_alone():
+    def in_place(pred, patches, ids, grid):
+        return fold_patches(
+            patches.scatter_(1, ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]), pred), grid)
+
+    with pytest.raises(ExerciseError, match="changed the caller's patches"):
+        ch06.check_fill_and_fold(in_place)
 
 
 def pack_strict(lengths, target):  # a pack closes only once it holds MORE than target frames

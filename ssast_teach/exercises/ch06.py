@@ -1,18 +1,28 @@
-"""Checkers for chapter 06 (pretraining): the warm-up lr, the joint loss of a step, fill-and-fold,
-and (an extension checked by its properties) packing short clips into inputs.
+"""Checkers for chapter 06 (pretraining): the warm-up lr, the masked forward pass, the joint loss
+of a step, the pretraining loop, fill-and-fold, and (an extension checked by its properties)
+packing short clips into inputs.
 
-The references are :func:`ssast_teach.training.warmup_lr`,
-:class:`ssast_teach.pretrain.PretrainObjective` and :func:`ssast_teach.patches.fold_patches`.
-Wrong answers that equal a known mistake (one mask for both objectives, a weight of 1, the
-``step + 1`` warm-up, ...) are named in the message. Packing has many right answers, so its
-checker asks for the properties every one of them has: each clip whole in exactly one input,
-long clips alone, every input filled, and no clip wasted.
+The references are :func:`ssast_teach.training.warmup_lr`, ``SSASTModel.masked_outputs`` /
+``mpc`` / ``mpg``, :class:`ssast_teach.pretrain.PretrainObjective`,
+:func:`ssast_teach.pretrain.pretrain` itself (the loop: run for a few ci steps from the same
+seeded start, every step's loss and the final weights compared) and
+:func:`ssast_teach.patches.fold_patches`. Wrong answers that equal a known mistake (the mask
+embedding put in after the positions, one mask for both objectives, the lr set after the step,
+the scheduler stepped on the loss, ...) are named in the message. Everything a check hands the
+learner's function pickles, so a grader may run the submission in another process. Packing has
+many right answers, so its checker asks for the properties every one of them has: each clip
+whole in exactly one input, long clips alone, every input filled, and no clip wasted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import math
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -26,12 +36,28 @@ from ssast_teach.exercises import (
     hidden_seed,
     passed,
 )
-from ssast_teach.masking import cluster_mask, frame_mask
+from ssast_teach.losses import info_nce_loss, mse_loss
+from ssast_teach.masking import cluster_mask, frame_mask, mask_to_dense
 from ssast_teach.model import SSASTModel
-from ssast_teach.patches import PatchGrid, fold_patches
-from ssast_teach.pretrain import PretrainConfig, PretrainObjective
+from ssast_teach.patches import PatchGrid, fold_patches, to_image, unfold_patches
+from ssast_teach.pretrain import (
+    PretrainConfig,
+    PretrainObjective,
+    _datasets,
+    draw_masks,
+    evaluate,
+    pretrain,
+)
+from ssast_teach.training import epoch_batches, start_run, step_generator, warmup_lr
 
-__all__ = ["check_fill_and_fold", "check_joint_step_loss", "check_pack_clips", "check_warmup_lr"]
+__all__ = [
+    "check_fill_and_fold",
+    "check_joint_step_loss",
+    "check_masked_forward_pass",
+    "check_pack_clips",
+    "check_pretrain_loop",
+    "check_warmup_lr",
+]
 
 # ---------------------------------------------------------------------------- exercise 1
 
@@ -102,6 +128,155 @@ def check_warmup_lr(
 
 
 # ---------------------------------------------------------------------------- exercise 2
+
+_MODEL_SHORTCUTS = ("masked_outputs", "mpc", "mpg", "tokens", "embed", "_encode", "_sequence")
+
+
+def _masked_forward_pass(model: SSASTModel, x: Tensor, mask_ids: Tensor):
+    """The library's pass: ``(h, acc, nce, mse)`` from ``masked_outputs``, ``mpc`` and ``mpg``."""
+    h, _ = model.masked_outputs(x, mask_ids)  # (B, M, D)
+    acc, nce = model.mpc(x, mask_ids)
+    return h, acc, nce, model.mpg(x, mask_ids)
+
+
+def _mistaken_pass(model: SSASTModel, x: Tensor, mask_ids: Tensor, mistake: str):
+    """``(h, acc, nce, mse)`` of one named mistake in the token path or the heads."""
+    v, grid, c = model.v, model.grid, model.cls_token_num
+    b, d = x.shape[0], model.mask_embed.shape[-1]
+    image = to_image(x)  # (B, 1, F, T)
+    patches = unfold_patches(image, grid)  # (B, N, P)
+    hidden = mask_to_dense(mask_ids, grid.num_patches).unsqueeze(-1)  # (B, N, 1)
+    tokens = v.patch_embed(image)  # (B, N, D)
+    if mistake == "added":
+        tokens = tokens + hidden * model.mask_embed
+    elif mistake != "after_pos":
+        tokens = torch.where(hidden, model.mask_embed, tokens)
+    prefix = [v.cls_token, v.dist_token][:c]
+    h = torch.cat([t.expand(b, -1, -1) for t in prefix] + [tokens], 1)  # (B, C + N, D)
+    if mistake != "no_pos":
+        h = h + v.pos_embed
+    if mistake == "after_pos":
+        h = torch.cat([h[:, :c], torch.where(hidden, model.mask_embed, h[:, c:])], 1)
+    for blk in v.blocks:
+        h = blk(h)
+    if mistake != "no_norm":
+        h = v.norm(h)
+    rows = {"no_offset": mask_ids, "one_offset": mask_ids + 1,
+            "sorted": mask_ids.sort(1).values + c}.get(mistake, mask_ids + c)  # (B, M)
+    ids = mask_ids.sort(1).values if mistake == "sorted" else mask_ids
+    h_masked = h.gather(1, rows.unsqueeze(-1).expand(-1, -1, d))  # (B, M, D)
+    target = patches.gather(1, ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))  # (B, M, P)
+    if mistake == "every_token":
+        h_heads, target = h[:, c:], patches  # (B, N, D), (B, N, P)
+    else:
+        h_heads = h_masked
+    cls_head, gen_head = ((model.gpredlayer, model.cpredlayer) if mistake == "heads_swapped"
+                          else (model.cpredlayer, model.gpredlayer))
+    acc, nce = info_nce_loss(cls_head(h_heads), target, softmax_quirk=mistake != "softmax_transposed")
+    return h_masked, acc, nce, mse_loss(gen_head(h_heads), target)
+
+
+_PASS_MISTAKES = {
+    "after_pos": "the mask embedding was put in after the positional embedding was added: the "
+                 "masked tokens lost their positions; the official mpc replaces the patch "
+                 "embeddings first, then adds pos_embed to every token",
+    "added": "the mask embedding was added to the masked patches' embeddings instead of "
+             "replacing them: the model could still read the hidden patch",
+    "no_offset": "the outputs were taken at mask_ids in the sequence that starts with the "
+                 "class tokens: the masked patches sit cls_token_num rows further on",
+    "one_offset": "the outputs were taken one row after the masked ids: the mini model has two "
+                  "class tokens (cls and dist), model.cls_token_num of them",
+    "sorted": "the outputs are in the sorted order of mask_ids; they belong in the order of "
+              "mask_ids as given (row k is patch mask_ids[b, k])",
+    "no_norm": "the outputs skip the final norm (model.v.norm) after the last block",
+    "no_pos": "the positional embedding is missing",
+    "every_token": "the heads ran over every patch token: the objectives score the masked "
+                   "positions only (and their targets are the masked patches)",
+    "heads_swapped": "the heads are swapped: cpredlayer feeds the InfoNCE, gpredlayer the MSE",
+    "softmax_transposed": "the paper's softmax dimension; the official mpc keeps its own "
+                     "(softmax_quirk=True, chapter 05)",
+}
+
+
+def _pass_specs(hidden: bool) -> list[tuple[int, int, int, int, int, int]]:
+    """``(seed, fshape, tshape, input_tdim, B, M)``: a patch model with cluster masks and a
+    frame model with frame masks; hidden, seeded random geometries of both kinds."""
+    specs = [(621, 16, 16, 48, 2, 9), (622, 128, 2, 32, 2, 12)]
+    if hidden:
+        g = torch.Generator().manual_seed(hidden_seed(623))
+        for k, (fshape, tshape) in enumerate(((16, 16), (128, 2))):
+            tdim = int(torch.randint(2, 5, (), generator=g)) * 16  # 32, 48 or 64 frames
+            n = (128 // fshape) * (tdim // tshape)
+            m = int(torch.randint(3, n // 2 + 1, (), generator=g))
+            b = int(torch.randint(1, 4, (), generator=g))
+            specs.append((int(torch.randint(0, 2**31, (), generator=g)) + k, fshape, tshape, tdim,
+                          b, m))
+    return specs
+
+
+class _Refused:
+    """A model method switched off for the check (a class, not a closure, so that the model
+    still pickles for a grader that runs the submission in another process)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *_args: object, **_kwargs: object):
+        raise ExerciseError(f"model.{self.name} is what this exercise writes: build the pass "
+                            "from the model's parts (model.v.patch_embed, model.mask_embed, "
+                            "model.v.blocks, ...) instead")
+
+
+def _forbid_shortcuts(model: SSASTModel) -> SSASTModel:
+    """The model with the methods the exercise asks to write made to refuse, per instance."""
+    for name in _MODEL_SHORTCUTS:
+        setattr(model, name, _Refused(name))
+    return model
+
+
+@checker(reference=_masked_forward_pass)
+def check_masked_forward_pass(
+    masked_forward_pass: Callable[[SSASTModel, Tensor, Tensor], tuple], hidden: bool = False
+) -> None:
+    """``masked_forward_pass(model, x, mask_ids)``: ``(h, acc, nce, mse)`` as ``SSASTModel``."""
+    specs = _pass_specs(hidden)
+    for seed, fshape, tshape, tdim, b, m in specs:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = SSASTModel.for_pretraining("mini", fshape, tshape, 128, tdim).eval()
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(b, tdim, 128, generator=g) * 0.5  # (B, T, F)
+        draw = frame_mask if fshape == 128 else cluster_mask
+        mask_ids = draw(b, model.grid.num_patches, m, model.grid.t_dim, generator=g)  # (B, M)
+        # the draws come sorted; the contract says "in no particular order"
+        mask_ids = mask_ids.gather(1, torch.rand(b, m, generator=g).argsort(1))
+        kind = "frame masks" if fshape == 128 else "cluster masks"
+        case = (f"seeded case {seed}: mini {fshape}x{tshape} model, x {(b, tdim, 128)}, "
+                f"{kind} {(b, m)}")
+        with torch.no_grad():
+            expected = _masked_forward_pass(model, x, mask_ids)
+        student = _forbid_shortcuts(copy.deepcopy(model))
+        got = call_student(masked_forward_pass, student, x.clone(), mask_ids.clone(), case=case)
+        if not isinstance(got, (tuple, list)) or len(got) != 4:
+            raise ExerciseError(f"masked_forward_pass on {case} should return (h, acc, nce, mse), "
+                                f"got {type(got).__name__}")
+        n, d = model.grid.num_patches, model.mask_embed.shape[-1]
+        if isinstance(got[0], Tensor) and tuple(got[0].shape) in ((b, n, d), (b, n + 2, d)):
+            raise ExerciseError(
+                f"h on {case} has shape {tuple(got[0].shape)}: every token's output; h holds the "
+                f"outputs at the masked patches only, (B, M, D) = {(b, m, d)}, in mask_ids order")
+        with torch.no_grad():
+            wrong = {key: _mistaken_pass(model, x, mask_ids, key) for key in _PASS_MISTAKES}
+        for i, name in enumerate(("h", "acc", "nce", "mse")):
+            mistakes = [(hint, wrong[key][i]) for key, hint in _PASS_MISTAKES.items()]
+            check_with_hints(f"{name} of masked_forward_pass(model, x, mask_ids)", got[i],
+                             expected[i], mistakes, case=case, atol=1e-6, rtol=1e-6)
+    which = f"{len(specs)} hidden cases" if hidden else "a patch model and a frame model"
+    passed(6, 2, f"your masked forward pass gives SSASTModel's outputs, accuracy, InfoNCE and "
+                 f"MSE on {which}")
+
+
+# ---------------------------------------------------------------------------- exercise 3
 
 
 def _joint_step_loss(model: SSASTModel, x: Tensor, mask_a: Tensor, mask_b: Tensor) -> Tensor:
@@ -183,10 +358,189 @@ def check_joint_step_loss(
                 ".detach() in the loss"
             )
     which = f"{len(cases)} hidden cases" if hidden else "a seeded patch-model case"
-    passed(6, 2, f"your joint loss is the official two-mask nce + 10 * mse on {which}")
+    passed(6, 3, f"your joint loss is the official two-mask nce + 10 * mse on {which}")
 
 
-# ---------------------------------------------------------------------------- exercise 3
+# ---------------------------------------------------------------------------- exercise 4
+
+
+def _loop_config(hidden: bool) -> PretrainConfig:
+    """The ci preset, run long enough for the plateau scheduler to act: an evaluation every
+    step after a short warm-up, patience 0; hidden, a seeded run of a frame model too."""
+    settings = dict(epochs=6, epoch_iter=2, lr=2e-3, warmup_steps=3, lr_patience=0,
+                    device="cpu", precision="fp32")
+    if not hidden:
+        return PretrainConfig.preset("ci", **settings)
+    g = torch.Generator().manual_seed(hidden_seed(641))
+    seed = int(torch.randint(0, 2**31, (), generator=g))
+    return PretrainConfig.preset("ci", **settings, seed=seed, fshape=128, tshape=2, mask_patch=20,
+                                 warmup_every=int(torch.randint(1, 3, (), generator=g)))
+
+
+def _loop_run(config: PretrainConfig, out_dir: Path):
+    """``(model, batches, val)`` as ``pretrain(config)`` starts: the same seeded initial
+    weights, its batches in ``epoch_batches`` order, its held-out clips (in memory: the
+    clips' files live in ``out_dir``, which the learner's loop may not see)."""
+    with torch.random.fork_rng(devices=[]):
+        device, env, precision = start_run(config.device, config.precision, config.seed)
+        train_ds, val_ds = _datasets(config, out_dir)
+        model = SSASTModel.for_pretraining(config.size, config.fshape, config.tshape,
+                                           config.input_fdim, config.input_tdim).to(device)
+    batches = [torch.stack([train_ds[i][0] for i in ids])  # (B, T, F) each
+               for epoch in range(config.epochs)
+               for ids in epoch_batches(train_ds, config.batch_size, config.seed, epoch, env)]
+    return model, batches[: config.max_steps], list(val_ds)
+
+
+class _Evaluator:
+    """``evaluate()``: pretrain()'s held-out metrics of ``model`` now (fp32 on the CPU). A class
+    rather than a closure, so that it pickles with the model it evaluates."""
+
+    def __init__(self, model: SSASTModel, val: list, config: PretrainConfig) -> None:
+        self.model, self.val, self.config = model, val, config
+
+    def __call__(self) -> dict[str, float]:
+        objective = PretrainObjective(self.model, self.config)
+        return evaluate(objective, self.val, self.config, torch.device("cpu"), "fp32")
+
+
+def _mistaken_loop(model: SSASTModel, config: PretrainConfig, batches: list[Tensor],
+                   evaluate_now: Callable[[], dict], mistake: str,
+                   until_unlike: Sequence[float] | None = None) -> list[float]:
+    """The official loop with one named mistake; returns the loss of every step, or of the
+    steps up to the first that is unlike ``until_unlike`` (the rest cannot match then)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    betas, decay = ((0.9, 0.999), 0.0) if mistake == "adam_defaults" else (config.betas,
+                                                                            config.weight_decay)
+    optimizer = torch.optim.Adam(trainable, config.base_lr, betas=betas, weight_decay=decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min" if mistake == "scheduler_min" else "max",
+        factor=config.lr_factor, patience=config.lr_patience)
+    run_generator = step_generator(config.seed, 0)
+    losses = []
+    for step, x in enumerate(batches):
+        at = step + 1 if mistake == "step_from_1" else step
+        lr = warmup_lr(at, config.base_lr, config.warmup_steps, config.warmup_every)
+        if lr is not None and mistake not in ("no_warmup", "lr_after_step"):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        generator = run_generator if mistake == "run_generator" else step_generator(config.seed, at)
+        mpc_mask = draw_masks(config, model.grid.t_dim, len(x), generator, config.mask_patch)
+        mpg_mask = (mpc_mask if mistake == "one_mask" else
+                    draw_masks(config, model.grid.t_dim, len(x), generator, config.mask_patch))
+        acc, nce = model.mpc(x, mpc_mask)
+        mse = model.mpg(x, mpg_mask)
+        loss = nce + (1.0 if mistake == "mse_weight_1" else config.mse_weight) * mse
+        if mistake != "no_zero_grad":
+            optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if lr is not None and mistake == "lr_after_step":
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        losses.append(loss.item())
+        if until_unlike is not None and (step >= len(until_unlike) or not math.isclose(losses[-1], until_unlike[step],
+                                                         rel_tol=0, abs_tol=1e-6)):
+            break
+        if (step if mistake == "eval_before_count" else step + 1) % config.epoch_iter == 0:
+            metrics = evaluate_now()
+            scheduler.step({"scheduler_on_loss": loss.item(), "scheduler_on_nce": metrics["val_nce"]}
+                           .get(mistake, metrics["val_acc"]))
+    return losses
+
+
+_LOOP_MISTAKES = {
+    "lr_after_step": "the warm-up lr is set after optimizer.step(): each step ran with the "
+                     "previous step's lr; the official loop sets it before the step",
+    "no_warmup": "the warm-up lr is never applied",
+    "one_mask": "one mask for both objectives: the official step draws two, mpc_mask then "
+                "mpg_mask, from the step's generator",
+    "run_generator": "the masks come from one generator for the whole run; they come from "
+                     "step_generator(config.seed, step), the generator of each step",
+    "step_from_1": "the steps are counted from 1: the first step is step 0 (its warm-up lr is 0, "
+                   "its generator step_generator(seed, 0))",
+    "scheduler_on_loss": "the plateau scheduler is stepped on the training loss; it follows the "
+                         "held-out masked-patch accuracy, metrics['val_acc']",
+    "scheduler_on_nce": "the plateau scheduler is stepped on val_nce; it follows the held-out "
+                        "masked-patch accuracy, metrics['val_acc']",
+    "scheduler_min": "the plateau scheduler is in mode 'min': a higher accuracy is better, "
+                     "mode='max'",
+    "eval_before_count": "the evaluations come one step early: the official loop evaluates "
+                         "after the step that brings the number of steps taken to a multiple "
+                         "of config.epoch_iter",
+    "no_zero_grad": "zero_grad is missing: every step's gradient is added to the previous ones",
+    "adam_defaults": "Adam with its default betas and no weight decay; the official ones are "
+                     "config.betas (0.95, 0.999) and config.weight_decay (5e-7)",
+    "mse_weight_1": "the loss weighs the mse by 1; the official joint loss is nce + 10 * mse",
+}
+
+
+_REFERENCE_RUNS: dict[str, tuple[list[float], dict[str, Tensor]]] = {}
+
+
+def _pretrain_reference(config: PretrainConfig) -> tuple[list[float], dict[str, Tensor]]:
+    """``pretrain(config)``'s step losses and final weights, run once per config (a failed
+    check is usually run again soon)."""
+    if repr(config) not in _REFERENCE_RUNS:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            model, history = pretrain(config, out_dir=tmp)  # its log lines go nowhere
+        _REFERENCE_RUNS[repr(config)] = ([row["loss"] for row in history.where("step")],
+                                         model.state_dict())
+    return _REFERENCE_RUNS[repr(config)]
+
+
+def _loop_mismatch(got: list[float], losses: list[float], model: SSASTModel,
+                   expected: dict[str, Tensor]) -> str | None:
+    """Where a loop's step losses and final weights part from another run's, or None."""
+    if len(got) != len(losses):
+        return f"{len(got)} losses where the run has {len(losses)} steps"
+    for step, (a, b) in enumerate(zip(got, losses, strict=True)):
+        if not math.isclose(a, b, rel_tol=0, abs_tol=1e-6):
+            return f"the loss of step {step} is {a:.6f}, pretrain() had {b:.6f}"
+    for (name, a), b in zip(model.state_dict().items(), expected.values(), strict=True):
+        if (a.detach().double() - b.double()).abs().max() > 1e-6:
+            return f"the losses match but the final weights differ ({name})"
+    return None
+
+
+@checker()
+def check_pretrain_loop(
+    pretrain_loop: Callable[[SSASTModel, PretrainConfig, list[Tensor], Callable[[], dict]], list],
+    hidden: bool = False,
+) -> None:
+    """``pretrain_loop(model, config, batches, evaluate)``: the losses and final weights of
+    ``pretrain(config)``, run on the ci data for a few steps."""
+    config = _loop_config(hidden)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, batches, val = _loop_run(config, Path(tmp))
+    initial = copy.deepcopy(model)
+    case = (f"{len(batches)} steps of the ci preset ({config.fshape}x{config.tshape} patches, "
+            f"seed {config.seed}, an evaluation every {config.epoch_iter} step(s))")
+    got = call_student(pretrain_loop, model, config, batches,
+                       _Evaluator(model, val, config), case=case)
+    try:
+        got = [float(loss) for loss in got]
+    except (TypeError, ValueError):
+        raise ExerciseError(f"pretrain_loop on {case} returned {type(got).__name__}; "
+                            "expected a list of the step losses (floats)") from None
+    losses, expected = _pretrain_reference(config)
+    problem = _loop_mismatch(got, losses, model, expected)
+    if problem:
+        hints = []
+        for key, hint in _LOOP_MISTAKES.items():
+            wrong = copy.deepcopy(initial)
+            wrong_losses = _mistaken_loop(wrong, config, batches,
+                                          _Evaluator(wrong, val, config), key, got)
+            if _loop_mismatch(got, wrong_losses, model, wrong.state_dict()) is None:
+                hints.append(hint)
+        looks = f" -- it looks like {'; or '.join(hints)}" if hints else ""
+        raise ExerciseError(f"pretrain_loop on {case}: {problem}{looks}")
+    passed(6, 4, f"your loop gives pretrain()'s loss at each of {len(losses)} steps (an "
+                 f"evaluation every {config.epoch_iter}, patience {config.lr_patience}) and its "
+                 f"final weights{' on a hidden seeded run' if hidden else ''}")
+
+
+# ---------------------------------------------------------------------------- exercise 5
 
 
 def _fill_and_fold(pred: Tensor, patches: Tensor, mask_ids: Tensor, grid: PatchGrid) -> Tensor:
@@ -235,16 +589,22 @@ def check_fill_and_fold(
     """``fill_and_fold(pred, patches, mask_ids, grid)``: the filled-in spectrogram image."""
     cases = _fold_cases(hidden)
     for case, pred, patches, mask_ids, grid in cases:
-        got = call_student(fill_and_fold, pred.clone(), patches.clone(), mask_ids.clone(), grid,
-                           case=case)
+        given = patches.clone()
+        got = call_student(fill_and_fold, pred.clone(), given, mask_ids.clone(), grid, case=case)
         expected = _fill_and_fold(pred, patches, mask_ids, grid)
+        if not torch.equal(given, patches):
+            raise ExerciseError(
+                f"fill_and_fold on {case} changed the caller's patches: it wrote pred into the "
+                "tensor it was given (an in-place scatter_ or an index assignment), so the "
+                "caller's own copy of the visible spectrogram now holds predictions; fill a new "
+                "tensor and leave the argument as it was")
         p, m = patches.shape[-1], mask_ids.shape[1]
         ids = mask_ids.unsqueeze(-1).expand(-1, -1, p)  # (B, M, P)
         first = torch.arange(m).expand_as(mask_ids).unsqueeze(-1).expand(-1, -1, p)
         in_id_order = mask_ids.sort(1).indices.unsqueeze(-1).expand(-1, -1, p)
         mistakes = [
-            ("the masked patches still hold the original values: put pred at mask_ids "
-             "(patches.scatter(1, ids, pred)) before folding", fold_patches(patches, grid)),
+            ("the masked patches still hold the original values: pred replaces them before "
+             "the patches are folded", fold_patches(patches, grid)),
             ("pred went to the first M patches instead of each clip's mask_ids",
              fold_patches(patches.scatter(1, first, pred), grid)),
             ("every clip used the first clip's mask_ids",
@@ -259,7 +619,7 @@ def check_fill_and_fold(
         check_with_hints("fill_and_fold(pred, patches, mask_ids, grid)", got, expected, mistakes,
                          case=case)
     which = f"{len(cases)} hidden cases" if hidden else "patch and frame grids"
-    passed(6, 3, f"your filled-in spectrogram matches on {which} "
+    passed(6, 5, f"your filled-in spectrogram matches on {which} "
                  "(visible patches kept, masked ones predicted)")
 
 
@@ -345,5 +705,5 @@ def check_pack_clips(
             raise ExerciseError(f"pack_clips on {case}, lengths {lengths}, target {target}: "
                                 f"{problem}")
     which = f"{len(cases)} cases with hidden lists" if hidden else f"{len(cases)} edge cases"
-    passed(6, 4, f"your packing keeps every clip whole in one input, long clips alone, and fills "
+    passed(6, 6, f"your packing keeps every clip whole in one input, long clips alone, and fills "
                  f"every input but the leftovers without wasting a clip, on {which}")
