@@ -42,8 +42,8 @@ def make_loop(mistake: str | None = None):
 
         step, losses = 0, []
         best_val, best_state, wa_sum, wa_count = -math.inf, None, None, 0
-        for epoch in range(config.epochs):
-            for x, y in batches(epoch + 1 if mistake == "epochs from 1" else epoch):
+        for epoch in range(1, config.epochs + 1):
+            for x, y in batches(epoch - 1 if mistake == "epochs from 0" else epoch):
                 if mistake != "warm-up after":
                     warm_up(step)
                 logits = model(x)  # (B, C)
@@ -70,7 +70,7 @@ def make_loop(mistake: str | None = None):
                     best_state = model.state_dict() if mistake == "no copy" else {
                         k: v.clone() for k, v in model.state_dict().items()}
             averaging = config.wa or (mistake == "wa always" and val_ds is not None)
-            if averaging and mistake != "no wa" and config.wa_start <= epoch + 1 <= config.wa_end:
+            if averaging and mistake != "no wa" and config.wa_start <= epoch <= config.wa_end:
                 sd = {k: v.double() for k, v in model.state_dict().items()}
                 wa_sum = sd if wa_sum is None else {k: wa_sum[k] + sd[k] for k in sd}
                 wa_count += 1
@@ -126,7 +126,7 @@ def test_the_simulated_schedule_is_the_librarys(tmp_path):
     ("betas", "betas (0.9, 0.999)"),
     ("adamw", "the optimiser is AdamW"),
     ("frozen encoder", "in no parameter group"),
-    ("epochs from 1", "epochs count from 0"),
+    ("epochs from 0", "epochs count from 1"),
     ("always CE", "the loss is CE, but config.loss is 'BCE'"),
     ("sum", "summed over the batch"),
     ("no zero_grad", "gradients cleared before each backward"),

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader
 
+from ssast_teach.datasets import DataSplit, make_synthetic_dataset
 from ssast_teach.exercises import (
     ExerciseError,
     NotImplementedYet,
@@ -38,7 +39,6 @@ from ssast_teach.exercises import (
     hidden_seed,
     passed,
 )
-from ssast_teach.datasets import DataSplit, make_synthetic_dataset
 from ssast_teach.finetune import (
     HEAD,
     FinetuneConfig,
@@ -379,17 +379,18 @@ class _Recorder:
         self.epoch_ends: list[dict[str, Tensor]] = []
 
     def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """This epoch's batches ``(x (B, T, F), y (B, C))`` as finetune() draws them: its order
-        and its augmentation. From the second epoch on, the RNG is set to where finetune()'s was
-        after its epoch-end evaluations (each draws a DataLoader seed), so what the learner
-        evaluates between epochs does not change the batches."""
+        """Epoch ``epoch``'s batches ``(x (B, T, F), y (B, C))`` (1-based, the official
+        numbering) as finetune() draws them: its order and its augmentation. From the second
+        epoch on, the RNG is set to where finetune()'s was after its epoch-end evaluations (each
+        draws a DataLoader seed), so what the learner evaluates between epochs does not change
+        the batches."""
         self.epochs_asked.append(epoch)
         c = self.config
-        if 0 < epoch <= len(self.epoch_rng):
-            torch.set_rng_state(self.epoch_rng[epoch - 1])
-        order = epoch_batches(self.train_ds, c.batch_size, c.seed, epoch, self.env)
+        if 1 < epoch <= len(self.epoch_rng) + 1:
+            torch.set_rng_state(self.epoch_rng[epoch - 2])
+        order = epoch_batches(self.train_ds, c.batch_size, c.seed, epoch - 1, self.env)
         loader = DataLoader(self.train_ds, batch_sampler=order,
-                            generator=torch.Generator().manual_seed(c.seed + epoch))
+                            generator=torch.Generator().manual_seed(c.seed + epoch - 1))
         for x, y in loader:
             if self.first_batch is None:
                 self.first_batch = (x, y)
@@ -483,7 +484,7 @@ def _check_optimiser(rec: _Recorder, config: FinetuneConfig, steps_per_epoch: in
     every = {id(p) for p in named.values()}
     got = []
     for k, step in enumerate(rec.steps):
-        where = f"at optimiser step {k} (epoch {k // steps_per_epoch})"
+        where = f"at optimiser step {k} (epoch {k // steps_per_epoch + 1})"
         if step["optimizer"] != "Adam":
             raise ExerciseError(f"{where} the optimiser is {step['optimizer']}; the official one "
                                 "is Adam (src/traintest.py: torch.optim.Adam, whose weight decay "
@@ -494,14 +495,14 @@ def _check_optimiser(rec: _Recorder, config: FinetuneConfig, steps_per_epoch: in
             raise ExerciseError(f"{where} these parameters are in no parameter group, so they "
                                 f"never train: {missing[:6]}" + (f" and {len(missing) - 6} more"
                                                                   if len(missing) > 6 else ""))
-        for ids, lr, betas, decay in step["groups"]:
+        for _, _, betas, decay in step["groups"]:
             if betas != tuple(config.betas) or decay != config.weight_decay:
                 raise ExerciseError(
                     f"{where} a parameter group has betas {betas} and weight_decay {decay}; the "
                     f"official Adam has betas {tuple(config.betas)} and weight_decay "
                     f"{config.weight_decay:g} (config.betas, config.weight_decay)")
-        lr_of = lambda wanted: [lr for ids, lr, *_ in step["groups"] if ids & wanted]  # noqa: E731
-        got.append((lr_of(every - head)[0], lr_of(head)[0]))
+        lrs = [(ids, lr) for ids, lr, *_ in step["groups"]]
+        got.append(tuple(next(lr for ids, lr in lrs if ids & part) for part in (every - head, head)))
     want = _lr_schedule(config, steps_per_epoch)
     if all(_same(g, w) for g, w in zip(got, want, strict=True)):
         return
@@ -513,7 +514,7 @@ def _check_optimiser(rec: _Recorder, config: FinetuneConfig, steps_per_epoch: in
                             f"like {'; or '.join(looks)}")
     k = next(i for i, (g, w) in enumerate(zip(got, want, strict=True)) if not _same(g, w))
     raise ExerciseError(
-        f"at optimiser step {k} (epoch {k // steps_per_epoch}) the lrs of the encoder and the head "
+        f"at optimiser step {k} (epoch {k // steps_per_epoch + 1}) the lrs of the encoder and the head "
         f"were ({got[k][0]:.6g}, {got[k][1]:.6g}), expected ({want[k][0]:.6g}, {want[k][1]:.6g}) "
         "(warm-up before each step, MultiStepLR once per epoch)")
 
@@ -618,12 +619,12 @@ def _check_loop_case(finetune_loop: Callable, case: str, config: FinetuneConfig,
         raise ExerciseError(f"on {case} your loop returned {type(got).__name__}; expected "
                             "(model, losses): the final model and one float loss per step") from None
     try:
-        if rec.epochs_asked != list(range(config.epochs)):
-            counted = " (epochs count from 0)" if rec.epochs_asked == list(
-                range(1, config.epochs + 1)) else ""
+        if rec.epochs_asked != list(range(1, config.epochs + 1)):
+            counted = " (epochs count from 1, as in the official loop)" if rec.epochs_asked == list(
+                range(config.epochs)) else ""
             raise ExerciseError(f"your loop asked for batches(epoch) of epochs {rec.epochs_asked}"
-                                f"{counted}; expected {list(range(config.epochs))}, once each, "
-                                "in order")
+                                f"{counted}; expected {list(range(1, config.epochs + 1))}, once "
+                                "each, in order")
         if len(rec.steps) != len(want_losses):
             raise ExerciseError(f"your loop made {len(rec.steps)} optimiser steps, expected "
                                 f"{len(want_losses)}: one per batch, {steps_per_epoch} batches "
