@@ -657,10 +657,15 @@ def check_finetune_loop(finetune_loop: Callable, hidden: bool = False) -> None:
     """``finetune_loop(model, config, batches, evaluate, val_ds) -> (model, losses)``: the
     official fine-tuning loop, equal to :func:`ssast_teach.finetune.finetune` (losses and final
     weights to 1e-6 in fp32) on the ESC-50, Speech Commands and AudioSet recipes at ci size."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cases = _loop_cases(hidden, Path(tmp))
-        steps = [_check_loop_case(finetune_loop, case, config, Path(tmp) / f"case{k}")
-                 for k, (case, config) in enumerate(cases)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a ci-size model gains nothing from more; a busy machine loses a lot
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cases = _loop_cases(hidden, Path(tmp))
+            steps = [_check_loop_case(finetune_loop, case, config, Path(tmp) / f"case{k}")
+                     for k, (case, config) in enumerate(cases)]
+    finally:
+        torch.set_num_threads(threads)
     which = "hidden seeds, head lrs and schedules" if hidden else "seed 0"
     passed(7, 4, f"your loop equals ssast_teach.finetune.finetune (losses and final weights, to "
                  f"1e-6) on the ESC-50, Speech Commands and AudioSet recipes, {steps[0]} steps "
