@@ -177,7 +177,7 @@ def test_right_answers_pass(hidden, capsys):
         check(answer, hidden=hidden)
     lines = capsys.readouterr().out.splitlines()
     expected = [f"✓ ch06 exercise {k}:" for k in range(1, 7)]
-    expected += [f"✓ ch07 exercise {k}:" for k in (1, 2, 3, 4)]
+    expected += [f"✓ ch07 exercise {k}:" for k in (1, 2, 3, 5)]  # 4, the loop: its own test file
     assert [line.split(":")[0] + ":" for line in lines] == expected
 
 
