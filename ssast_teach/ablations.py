@@ -12,7 +12,8 @@ run                           paper model     what changes
 ``mask100``, ``mask250``      100m, 250       masked patches 100 / 250 of 512 (same ratio)
 ``discriminative``            dis             ``pretrain_mpc`` only
 ``generative``                gen             ``pretrain_mpg`` only
-``audio_only``                as              ESC-10 only (AudioSet only)
+``audio_only``                as              ESC-10 only (AudioSet-2M only)
+``audio_small``               as20k           a tenth of the ESC-10 clips (AudioSet-20K)
 ``speech_only``               librispeech     FSDD + Speech Commands only (LibriSpeech only)
 ``frame``                     Base-Frame-400  128x2 frame patches, frame masks
 ``scratch``                   Patch-Scratch   no pretraining: the random initial weights
@@ -40,8 +41,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+import json
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import shlex
@@ -63,9 +66,16 @@ from ssast_teach.evaluate import Scored, baseline, probe
 from ssast_teach.model import SSASTModel
 from ssast_teach.pretrain import PretrainConfig, pretrain
 from ssast_teach.stats import VERDICTS, compare
-from ssast_teach.training import resolve_precision, seed_all, select_device, write_json
+from ssast_teach.training import (
+    BF16_CPU_FLAGS,
+    cpu_info,
+    resolve_precision,
+    seed_all,
+    select_device,
+    write_json,
+)
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ssast_teach.ablations")  # not __name__: "__main__" under -m
 
 __all__ = [
     "ABLATION_CHECKPOINTS",
@@ -76,6 +86,7 @@ __all__ = [
     "AblationRun",
     "AblationScale",
     "Finding",
+    "assemble",
     "comparison_rows",
     "difference_in_se",
     "factor_agreement",
@@ -86,6 +97,7 @@ __all__ = [
     "probe_checkpoints",
     "published_scores",
     "readme_averages",
+    "run_cell",
     "run_grid",
 ]
 
@@ -109,6 +121,7 @@ class AblationRun:
     masked_of_512: int | None = PAPER_MASKED  # None: no pretraining (scratch)
     data: str = "both"  # audio / speech / both
     geometry: str = "patch"  # patch (16x16) / frame (128x2)
+    data_fraction: float = 1.0  # the share of the pool's training clips it pretrains on
 
 
 RUNS: dict[str, AblationRun] = {
@@ -120,6 +133,10 @@ RUNS: dict[str, AblationRun] = {
         AblationRun("discriminative", "audio_model_dis", task="pretrain_mpc"),
         AblationRun("generative", "audio_model_gen", task="pretrain_mpg"),
         AblationRun("audio_only", "audio_model_as", data="audio"),
+        # AudioSet-20K is about a hundredth of AudioSet-2M; a hundredth of the course's audio
+        # pool would be 3 clips, fewer than ESC-10's 10 classes, so a tenth: the same step
+        # from a large pool to a small one, at the course's size
+        AblationRun("audio_small", "audio_model_as20k", data="audio", data_fraction=0.1),
         AblationRun("speech_only", "audio_model_librispeech", data="speech"),
         AblationRun("frame", "SSAST-Base-Frame-400", geometry="frame"),
         AblationRun("scratch", "Patch-Scratch", masked_of_512=None),
@@ -134,7 +151,7 @@ FACTORS: dict[str, tuple[tuple[str, str], ...]] = {
     "objective": (("joint", "joint"), ("discriminative", "discriminative"),
                   ("generative", "generative")),
     "pretraining data": (("audio+speech", "joint"), ("audio only", "audio_only"),
-                         ("speech only", "speech_only")),
+                         ("audio, a tenth", "audio_small"), ("speech only", "speech_only")),
     "patch vs frame": (("patch", "joint"), ("frame", "frame")),
     "pretraining": (("self-supervised", "joint"), ("from scratch", "scratch")),
     "pretraining, frame": (("self-supervised", "frame"), ("from scratch", "frame_scratch")),
@@ -172,9 +189,11 @@ SCALES: dict[str, AblationScale] = {
     # Short runs: more, smaller steps at twice the official tiny lr learn more per second.
     "classroom": AblationScale("classroom", input_tdim=256, steps=120, batch_size=12,
                                val_clips=24, lr=1e-3, warmup_steps=20),
-    # Not the paper's compute (the base model on AudioSet for days): the course grid run
-    # longer, with every probe clip; sized for a GPU.
-    "long": AblationScale("long", input_tdim=256, steps=1000, batch_size=48, val_clips=64,
+    # Where pretraining has changed the encoder: the scale study's recipe (128 x 128 inputs,
+    # batch 24, lr 5e-4, 100 warm-up steps) at its first budget whose patch probe beat the
+    # same model from scratch beyond noise (846 steps; ssast_teach.study). About 6 min a cell
+    # on one loaded CPU core: the 27 pretraining cells of three seeds in ~80 min on 2 workers.
+    "long": AblationScale("long", input_tdim=128, steps=846, batch_size=24, val_clips=64,
                           lr=5e-4, warmup_steps=100),
 }
 
@@ -250,6 +269,7 @@ def _pretrain_run(
         return model, {"pretrain_steps": 0, "mask_patch": None, "pretrain_seconds": 0.0}
     pool = _pool(run.data, seed)
     val, rest = pool.items[: s.val_clips], pool.items[s.val_clips :]
+    rest = rest[: max(1, round(len(rest) * run.data_fraction))]
     # packed, several clips make one input: list enough clips for every step, stop at s.steps
     train = list(itertools.islice(itertools.cycle(rest), 4 * s.steps * s.batch_size))
     out, labels = work_dir / run.name, pool.labels
@@ -286,6 +306,60 @@ def _versions() -> dict[str, str]:
             "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__}
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _cell_path(s: AblationScale, work_dir: str | Path, name: str, seed: int) -> Path:
+    return Path(work_dir) / s.name / f"seed{seed}" / name / "cell.json"
+
+
+def _settings(s: AblationScale, name: str, seed: int) -> dict:
+    """What a cell's result depends on: a file made with other settings is not reused."""
+    return json.loads(json.dumps({"run": asdict(RUNS[name]), "scale": asdict(s), "seed": seed}))
+
+
+def _read_cell(s: AblationScale, work_dir: str | Path, name: str, seed: int) -> dict | None:
+    """The finished cell ``(name, seed)`` of the grid at ``s``, or None (not run, or run with
+    other settings)."""
+    path = _cell_path(s, work_dir, name, seed)
+    if not path.is_file():
+        return None
+    cell = json.loads(path.read_text(encoding="utf-8"))
+    return cell if cell.get("settings") == _settings(s, name, seed) else None
+
+
+def run_cell(name: str, scale: str | AblationScale, work_dir: str | Path, seed: int) -> dict:
+    """Pretrain and probe one cell of the grid, run ``name`` at ``seed``, unless it is done.
+
+    The cell's result goes to ``work_dir/<scale>/seed<seed>/<name>/cell.json``, written
+    atomically once the probes are done: a file there made with the same run and scale
+    settings is read back instead, so a grid stopped at any point continues at the next cell.
+    """
+    s = _scale(scale)
+    if (done := _read_cell(s, work_dir, name, seed)) is not None:
+        return done
+    started = _now()
+    model, record = _pretrain_run(RUNS[name], s, Path(work_dir) / s.name / f"seed{seed}", seed)
+    t0 = time.perf_counter()
+    probes = {task: probe(model, task, name=name).to_dict() for task in PROBE_TASKS}
+    record["probe_seconds"] = time.perf_counter() - t0
+    cell = {"settings": _settings(s, name, seed), "record": record, "probe": probes,
+            "started": started, "finished": _now(), "threads": torch.get_num_threads(),
+            "precision": resolve_precision("auto", select_device()), "versions": _versions()}
+    write_json(_cell_path(s, work_dir, name, seed), cell)
+    return cell
+
+
+def _pool_worker(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _pool_job(job: tuple[str, AblationScale, str, int]) -> dict:
+    return run_cell(*job)
+
+
 def run_grid(
     scale: str | AblationScale = "classroom",
     *,
@@ -294,71 +368,141 @@ def run_grid(
     seeds: Sequence[int] = (0,),
     command: str | None = None,
     threads: int | None = 1,
+    workers: int = 1,
 ) -> dict:
-    """Pretrain and probe every run of the grid (or ``runs``); returns the results dict.
+    """Pretrain and probe every run of the grid (or ``runs``) at every seed; returns the
+    results dict of :func:`assemble`.
 
-    ``work_dir/<scale>/<run>`` keeps each run's datafiles and checkpoints. The results hold
-    the provenance (command, seed, versions, date, seconds, threads), the scale's settings, and
-    per run: its factor settings, the published model it stands for, its pretraining record
-    and per task its probe accuracy over ``seeds`` (each seed pretrains and probes afresh) and
-    ``correct``, the 0/1 result of each seed on each test clip, what :func:`findings` pairs.
-    One INFO line per run and seed goes to the logger ``ssast_teach.ablations``
-    (``ssast_teach.log_to_stdout(logger="ssast_teach.ablations")`` shows just those; the
-    pretraining runs log under ``ssast_teach.training``).
+    Each (run, seed) is one cell (:func:`run_cell`): pretrained and probed afresh, its result
+    kept in its own file, so the grid resumes after an interruption (call it again: finished
+    cells are read, not redone) and spreads over ``workers`` processes (each takes the next
+    cell not yet done; cells go seed by seed, so a grid stopped early has every run at its
+    first seeds). One INFO line per cell goes to the logger ``ssast_teach.ablations``
+    (``ssast_teach.log_to_stdout(logger="ssast_teach.ablations")`` shows just those).
 
-    ``threads`` pins torch's CPU threads for the grid (None: leave them). The float sums of a
-    training step come out in another order with another thread count, and a few hundred
+    ``threads`` pins torch's CPU threads in each process (None: leave them). The float sums of
+    a training step come out in another order with another thread count, and a few hundred
     steps later the probe accuracies differ by a few points (measured: up to 3.75 on ESC-10
-    with 2 threads instead of 1); one thread makes a rerun reproduce the cached file exactly.
+    with 2 threads instead of 1); one thread makes a rerun reproduce a cell exactly, however
+    many workers share the grid.
     """
     s = _scale(scale)
     names = list(RUNS) if runs is None else list(runs)
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         raise ValueError(f"unknown runs {unknown}; known: {', '.join(RUNS)}")
-    work = Path(work_dir) / s.name
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be at least 1")
     start = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        used_threads = torch.get_num_threads()
-        results = []
-        for name in names:
-            run = RUNS[name]
-            records, scored = [], {task: [] for task in PROBE_TASKS}
-            for seed in seeds:
-                model, record = _pretrain_run(run, s, work / f"seed{seed}", seed)
-                t0 = time.perf_counter()
-                for task in PROBE_TASKS:
-                    scored[task].append(probe(model, task, name=name))
-                record["probe_seconds"] = time.perf_counter() - t0
-                records.append(record)
-                accs = ", ".join(f"{t} {v[-1].accuracy:.3f}" for t, v in scored.items())
-                logger.info(f"{name} seed {seed}: {accs} (pretrain "
-                            f"{record['pretrain_seconds']:.0f} s, probe "
-                            f"{record['probe_seconds']:.0f} s)")
-            results.append({**asdict(run), **records[0], "seeds": list(seeds),
-                            "pretrain_seconds": sum(r["pretrain_seconds"] for r in records),
-                            "probe_seconds": sum(r["probe_seconds"] for r in records),
-                            "final_eval": [r.get("final_eval", {}) for r in records],
-                            "probe": {t: _probe_entry(v) for t, v in scored.items()}})
-    finally:
-        torch.set_num_threads(previous_threads)
+    todo = [(n, s, str(work_dir), seed) for seed in seeds for n in names
+            if _read_cell(s, work_dir, n, seed) is None]
+    logger.info(f"{s.name} grid: {len(names) * len(seeds) - len(todo)} of "
+                f"{len(names) * len(seeds)} cells done before, {len(todo)} to run "
+                f"({workers} worker{'s' if workers > 1 else ''})")
+
+    def report(cell: dict) -> None:
+        record, probes = cell["record"], cell["probe"]
+        accs = ", ".join(f"{t} {v['accuracy']:.3f}" for t, v in probes.items())
+        logger.info(f"{cell['settings']['run']['name']} seed {cell['settings']['seed']}: {accs} "
+                    f"(pretrain {record['pretrain_seconds']:.0f} s, probe "
+                    f"{record['probe_seconds']:.0f} s)")
+
+    if workers == 1:
+        previous_threads = torch.get_num_threads()
+        _pool_worker(threads)
+        try:
+            for job in todo:
+                report(run_cell(*job))
+        finally:
+            torch.set_num_threads(previous_threads)
+    elif todo:
+        # spawn, not fork: a forked child inherits the parent's OpenMP state and can hang
+        with multiprocessing.get_context("spawn").Pool(
+                min(workers, len(todo)), _pool_worker, (threads,)) as pool:
+            for cell in pool.imap_unordered(_pool_job, todo):
+                report(cell)
+    return assemble(s, work_dir, names, seeds, command=command,
+                    wall_seconds=time.perf_counter() - start, workers=workers)
+
+
+def assemble(
+    scale: str | AblationScale,
+    work_dir: str | Path = "runs/09_ablations",
+    runs: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    command: str | None = None,
+    partial: bool = False,
+    wall_seconds: float | None = None,
+    workers: int | None = None,
+) -> dict:
+    """The results dict of the grid's finished cells under ``work_dir``.
+
+    It holds the provenance (command, seeds, versions, machine and CPU flags, first start and
+    last finish, the cells' summed seconds, threads, precision), the scale's settings, and per
+    run: its factor settings, the published model it stands for, its pretraining record and
+    per task its probe accuracy over the seeds done and ``correct``, the 0/1 result of each
+    seed on each test clip, what :func:`findings` pairs. A cell not done raises
+    FileNotFoundError, unless ``partial``: then a run holds the seeds done so far (its
+    ``seeds``), a run with none is left out, and ``provenance["complete"]`` says which.
+    """
+    s = _scale(scale)
+    names = list(RUNS) if runs is None else list(runs)
+    cells = {(n, seed): _read_cell(s, work_dir, n, seed) for seed in seeds for n in names}
+    missing = [f"{n} seed {seed}" for (n, seed), c in cells.items() if c is None]
+    if missing and not partial:
+        raise FileNotFoundError(
+            f"{len(missing)} cells of the {s.name} grid are not done under {work_dir} "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): run the grid "
+            "again (it continues where it stopped), or assemble with partial=True")
+    results = []
+    for name in names:
+        done = [(seed, cells[name, seed]) for seed in seeds if cells[name, seed] is not None]
+        if not done:
+            continue
+        records = [c["record"] for _, c in done]
+        scored = {t: [Scored.from_dict(c["probe"][t]) for _, c in done] for t in PROBE_TASKS}
+        results.append({**asdict(RUNS[name]), **records[0], "seeds": [seed for seed, _ in done],
+                        "pretrain_seconds": sum(r["pretrain_seconds"] for r in records),
+                        "probe_seconds": sum(r["probe_seconds"] for r in records),
+                        "final_eval": [r.get("final_eval", {}) for r in records],
+                        "probe": {t: _probe_entry(v) for t, v in scored.items()}})
+    finished = [c for c in cells.values() if c is not None]
+
+    def one_or_all(key: str) -> object:
+        values = [c[key] for c in finished]
+        distinct = [v for i, v in enumerate(values) if v not in values[:i]]
+        return distinct[0] if len(distinct) == 1 else distinct
+
+    info = cpu_info()
+    provenance = {
+        "command": command or f"ssast_teach.ablations.run_grid(scale={s.name!r}, "
+                              f"seeds={list(seeds)})",
+        "seeds": list(seeds),
+        "complete": not missing,
+        "cells_done": f"{len(finished)} of {len(cells)}",
+        "versions": one_or_all("versions") if finished else _versions(),
+        "started": min((c["started"] for c in finished), default=None),
+        "finished": max((c["finished"] for c in finished), default=None),
+        "date": _now(),
+        # compute: each cell's pretraining and probes, summed over cells and processes
+        "seconds": sum(c["record"]["pretrain_seconds"] + c["record"]["probe_seconds"]
+                       for c in finished),
+        "wall_seconds_last_call": wall_seconds,
+        "workers": workers,
+        "torch_threads": one_or_all("threads") if finished else None,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "cpu": info.get("model name") or platform.processor(),
+        "cpu_bf16": [f for f in BF16_CPU_FLAGS if f in info.get("flags", "").split()],
+        "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        # what the runs' precision="auto" resolved to where they ran
+        "precision": one_or_all("precision") if finished else None,
+    }
+    if missing:
+        provenance["missing"] = missing
     return {
-        "provenance": {
-            "command": command or f"ssast_teach.ablations.run_grid(scale={s.name!r}, "
-                                  f"seeds={list(seeds)})",
-            "seeds": list(seeds),
-            "versions": _versions(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": time.perf_counter() - start,
-            "torch_threads": used_threads,
-            "cpu_count": os.cpu_count(),
-            "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
-            # what the runs' precision="auto" resolved to on this machine
-            "precision": resolve_precision("auto", select_device()),
-        },
+        "provenance": provenance,
         "scale": asdict(s),
         "probe": {"tasks": {t: {"evaluation": t, "n_test": len(results[0]["probe"][t]["correct"][0])}
                             for t in PROBE_TASKS} if results else {},
@@ -381,8 +525,6 @@ def _probe_entry(scored: Sequence[Scored]) -> dict:
 
 def load_results(path: str | Path) -> dict:
     """A results JSON written by :func:`run_grid` / the command line."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no ablation results; run python -m ssast_teach.ablations")
@@ -594,7 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, help="with --official: the checkpoint cache "
                         "[$SSAST_TEACH_CACHE or ~/.cache/ssast-teach/checkpoints]")
     parser.add_argument("--scale", default="classroom", choices=list(SCALES),
-                        help="ci (seconds), classroom (minutes on a 2-core CPU), long (GPU)")
+                        help="ci (seconds), classroom (minutes on a 2-core CPU), long (about 80 min "
+                        "with --workers 2 on a 2-core CPU)")
     parser.add_argument("--out", required=True, type=Path, help="results JSON to write")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), help="a subset of the grid")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
@@ -602,8 +745,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="runs/09_ablations",
                         help="run directories (datafiles, checkpoints) [runs/09_ablations]")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads; 0 leaves them as they are. Results depend on "
-                        "the count: 1 (default) reproduces the cached classroom results")
+                        help="torch CPU threads per worker; 0 leaves them as they are. Results "
+                        "depend on the count: 1 (default) reproduces the committed results")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the grid's cells, one per core [1]")
+    parser.add_argument("--partial", action="store_true",
+                        help="run nothing: write the results of the cells finished so far "
+                        "(while the grid runs in another process, or after it was stopped)")
     args = parser.parse_args(argv)
     log_to_stdout()
     command = "python -m ssast_teach.ablations " + " ".join(
@@ -618,12 +766,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{r['model']:<24} {r['task']:<14} {100 * r['accuracy_a']:5.1f} vs baseline "
                   f"{100 * r['accuracy_b']:5.1f}: {100 * r['diff']:+5.1f} {r['verdict']}")
         return 0
-    results = run_grid(args.scale, work_dir=args.work_dir, runs=args.runs, seeds=args.seeds,
-                       command=command, threads=args.threads or None)
+    if args.partial:
+        results = assemble(args.scale, args.work_dir, args.runs, args.seeds, command=command,
+                           partial=True)
+    else:
+        results = run_grid(args.scale, work_dir=args.work_dir, runs=args.runs, seeds=args.seeds,
+                           command=command, threads=args.threads or None, workers=args.workers)
     write_json(args.out, results)
     for f in findings(results):
         print(f"finding {f.number} {f.verdict}: {f.evidence}")
-    print(f"wrote {args.out} ({results['provenance']['seconds']:.0f} s)")
+    print(f"wrote {args.out} ({results['provenance']['cells_done']} cells, "
+          f"{results['provenance']['seconds']:.0f} s of compute)")
     return 0
 
 
