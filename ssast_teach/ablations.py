@@ -27,13 +27,19 @@ patch tokens), and the baseline's logistic regression on those embeddings is sco
 cross-validation over ESC-10's folds (400 test clips) and leave-one-speaker-out on FSDD (2000,
 voices the probe has not heard), clip by clip. The paper fine-tunes the whole model; a probe
 measures the pretrained features alone and costs one forward pass per clip.
-:func:`findings` reads SPEC 7's five findings with paired tests on the same clips over the
-seeds (:func:`ssast_teach.stats.compare`): each is "held beyond noise", "inconclusive" or
-"reversed beyond noise"; :func:`kendall_tau` is the ranking agreement between the published
-and the reproduced numbers of one factor.
+:func:`findings` reads the paper's five findings (:data:`FINDINGS`) with paired tests on the
+same clips over the seeds (:func:`ssast_teach.stats.compare`): each claim is "held beyond
+noise", "inconclusive" or "reversed beyond noise", and :func:`finding_verdict` combines them;
+:func:`kendall_tau` is the ranking agreement between the published and the reproduced
+numbers of one factor.
 
-Command line: ``python -m ssast_teach.ablations --scale classroom --out
-data/results/ablations_classroom.json`` (results JSON with provenance).
+The grid is made of cells, one (run, seed) each, kept in its own file as it finishes
+(:func:`run_cell`): ``run_grid`` resumes where it stopped and spreads the cells over worker
+processes, and :func:`assemble` gathers them into one results JSON with its provenance.
+Command lines: ``python -m ssast_teach.ablations --scale classroom --out
+data/results/ablations_classroom.json`` (minutes), ``python -m ssast_teach.ablations --scale
+long --workers 2 --out data/results/ablations_long.json`` (hours of CPU: rerun the same command
+after an interruption; ``--partial`` writes the cells done so far).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import multiprocessing
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -80,6 +87,9 @@ logger = logging.getLogger("ssast_teach.ablations")  # not __name__: "__main__" 
 __all__ = [
     "ABLATION_CHECKPOINTS",
     "FACTORS",
+    "FINDINGS",
+    "FINDING_VERDICTS",
+    "MIXED",
     "OFFICIAL_PROBED",
     "RUNS",
     "SCALES",
@@ -90,6 +100,7 @@ __all__ = [
     "comparison_rows",
     "difference_in_se",
     "factor_agreement",
+    "finding_verdict",
     "findings",
     "kendall_tau",
     "load_results",
@@ -99,6 +110,7 @@ __all__ = [
     "readme_averages",
     "run_cell",
     "run_grid",
+    "seeds_needed",
 ]
 
 AUDIO_TASKS = ("as20k_map", "esc50_acc")  # README "average audio"
@@ -285,12 +297,15 @@ def _pretrain_run(
         # official every-50 schedule, which would leave a 60-step run at lr 0 for 50 steps)
         warmup_steps=s.warmup_steps, warmup_quirk=False, epoch_iter=s.steps,  # one eval, at the end
         train_json=str(out / "train.json"), val_json=str(out / "val.json"),
-        label_csv=str(out / "labels.csv"), cache=True, checkpoint_every=0, progress=False,
+        label_csv=str(out / "labels.csv"), cache=True, progress=False,
+        # a long cell stopped mid-run continues from its last checkpoint, exactly
+        checkpoint_every=100,
         seed=seed,
     )
     config = replace(config, mask_patch=s.mask_patch(run, config.num_patches))
     start = time.perf_counter()
-    model, history = pretrain(config, out_dir=out)
+    state = out / "train_state.pt"
+    model, history = pretrain(config, out_dir=out, resume=state if state.is_file() else None)
     evals = [row for row in history.rows if any(k.startswith("val_") for k in row)]
     record = {
         "pretrain_steps": s.steps, "mask_patch": config.mask_patch,
@@ -334,17 +349,23 @@ def run_cell(name: str, scale: str | AblationScale, work_dir: str | Path, seed: 
 
     The cell's result goes to ``work_dir/<scale>/seed<seed>/<name>/cell.json``, written
     atomically once the probes are done: a file there made with the same run and scale
-    settings is read back instead, so a grid stopped at any point continues at the next cell.
+    settings is read back instead, so a grid stopped at any point continues at the next cell,
+    and a pretraining stopped midway continues from its last checkpoint (every 100 steps).
     """
     s = _scale(scale)
     if (done := _read_cell(s, work_dir, name, seed)) is not None:
         return done
+    settings, out = _settings(s, name, seed), _cell_path(s, work_dir, name, seed).parent
+    begun = out / "settings.json"  # what a pretraining left half done there was run with
+    if begun.is_file() and json.loads(begun.read_text(encoding="utf-8")) != settings:
+        (out / "train_state.pt").unlink(missing_ok=True)  # other settings: start afresh
+    write_json(begun, settings)
     started = _now()
     model, record = _pretrain_run(RUNS[name], s, Path(work_dir) / s.name / f"seed{seed}", seed)
     t0 = time.perf_counter()
     probes = {task: probe(model, task, name=name).to_dict() for task in PROBE_TASKS}
     record["probe_seconds"] = time.perf_counter() - t0
-    cell = {"settings": _settings(s, name, seed), "record": record, "probe": probes,
+    cell = {"settings": settings, "record": record, "probe": probes,
             "started": started, "finished": _now(), "threads": torch.get_num_threads(),
             "precision": resolve_precision("auto", select_device()), "versions": _versions()}
     write_json(_cell_path(s, work_dir, name, seed), cell)
@@ -641,64 +662,108 @@ def factor_agreement(results: Mapping) -> list[dict]:
     return out
 
 
+# how a finding's claims combine into its verdict (finding_verdict)
+MIXED = "mixed: held in part, reversed in part"
+FINDING_VERDICTS = (*VERDICTS, MIXED, "not tested")
+
+
+def finding_verdict(claims: Sequence[str]) -> str:
+    """A finding's verdict from its claims' own verdicts (each one of ``stats.VERDICTS``).
+
+    "held beyond noise" when every claim held; "reversed beyond noise" when at least one claim
+    reversed and none held; :data:`MIXED` when some held and some reversed (a finding true on
+    one task and false on another reads as both); "inconclusive" otherwise (none reversed,
+    not every one held).
+    """
+    held, _, reversed_ = VERDICTS
+    if all(c == held for c in claims):
+        return held
+    if reversed_ in claims:
+        return MIXED if held in claims else reversed_
+    return VERDICTS[1]
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One of SPEC 7's findings, read on the reproduced probes with paired tests."""
+    """One of the paper's findings, read on the reproduced probes with paired tests."""
 
     number: int
     statement: str
-    verdict: str  # one of stats.VERDICTS, or "not tested" when a run is missing
-    evidence: str
-    comparisons: tuple[dict, ...] = ()  # stats.Comparison.to_dict() of each a > b
+    verdict: str  # one of FINDING_VERDICTS
+    evidence: str  # one line per claim, with the claim's own verdict
+    comparisons: tuple[dict, ...] = ()  # stats.Comparison.to_dict() of each claim a > b, + task
+
+
+# The paper's five findings (its Table 2 and patch-vs-frame table, as the README reports them),
+# each a list of claims (task, a, b): "a scores above b on task". The audio task stands for the
+# paper's audio average, the speech task for its speech average.
+_AUDIO, _SPEECH = tuple(PROBE_TASKS)
+FINDINGS: tuple[tuple[int, str, tuple[tuple[str, str, str], ...]], ...] = (
+    (1, "Self-supervised pretraining beats training from scratch (patch and frame)",
+     tuple((t, a, b) for a, b in (("joint", "scratch"), ("frame", "frame_scratch"))
+           for t in PROBE_TASKS)),
+    (2, "More masked patches is better for audio tasks (100 < 250 < 400)",
+     ((_AUDIO, "mask250", "mask100"), (_AUDIO, "joint", "mask250"))),
+    (3, "Joint > discriminative only > generative only",
+     tuple((t, a, b) for t in PROBE_TASKS for a, b in (("joint", "discriminative"),
+                                                       ("discriminative", "generative")))),
+    (4, "Audio+speech data is best; small audio data still beats scratch; speech only is "
+        "weakest on audio but strong on speech",
+     ((_AUDIO, "joint", "audio_only"), (_AUDIO, "joint", "speech_only"),
+      (_AUDIO, "audio_small", "scratch"), (_SPEECH, "audio_small", "scratch"),
+      (_AUDIO, "audio_only", "speech_only"), (_SPEECH, "speech_only", "audio_only"))),
+    (5, "Patch models are better for audio tasks, frame models for speech tasks",
+     ((_AUDIO, "joint", "frame"), (_SPEECH, "frame", "joint"))),
+)
 
 
 def findings(results: Mapping, *, confidence: float = 0.95) -> list[Finding]:
-    """SPEC 7's five findings on the reproduced probes, each a set of claims ``a > b`` on one
-    task, read on the same test clips over the seeds (:func:`ssast_teach.stats.compare`: the
-    paired bootstrap interval of the accuracy difference).
-
-    A finding is "held beyond noise" when every claim is, "reversed beyond noise" when any
-    claim is reversed beyond noise, "inconclusive" otherwise; "not tested" when a run is absent.
-    """
+    """The paper's five findings (:data:`FINDINGS`) on the reproduced probes: each claim
+    ``a > b`` on one task read on the same test clips over the seeds
+    (:func:`ssast_teach.stats.compare`: the paired bootstrap interval of the accuracy
+    difference), the claims combined by :func:`finding_verdict`; "not tested" when a run is
+    absent."""
     runs = _by_name(results)
-
-    def read(pairs: Sequence[tuple[str, str, str]]) -> tuple[str, str, tuple[dict, ...]]:
-        if any(a not in runs or b not in runs for _, a, b in pairs):
-            return "not tested", "runs missing", ()
+    out = []
+    for number, statement, claims in FINDINGS:
+        if any(a not in runs or b not in runs for _, a, b in claims):
+            out.append(Finding(number, statement, "not tested", "runs missing"))
+            continue
         found = [compare(runs[a]["probe"][t]["correct"], runs[b]["probe"][t]["correct"],
                          name_a=a, name_b=b, confidence=confidence)
-                 for t, a, b in pairs]
-        verdicts = {c.verdict for c in found}
-        if verdicts == {VERDICTS[0]}:
-            verdict = VERDICTS[0]
-        elif VERDICTS[2] in verdicts:
-            verdict = VERDICTS[2]
-        else:
-            verdict = VERDICTS[1]
-        evidence = "; ".join(
-            f"{t}: {a} {100 * c.accuracy_a:.1f} vs {b} {100 * c.accuracy_b:.1f} "
-            f"({100 * c.diff:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}])"
-            for (t, a, b), c in zip(pairs, found, strict=True))
-        return verdict, evidence, tuple({"task": t, **c.to_dict()}
-                                        for (t, _, _), c in zip(pairs, found, strict=True))
+                 for t, a, b in claims]
+        evidence = "\n".join(
+            f"{t}: {a} {100 * c.accuracy_a:.1f} > {b} {100 * c.accuracy_b:.1f}? "
+            f"{100 * c.diff:+.1f} [{100 * c.low:+.1f}, {100 * c.high:+.1f}] {c.verdict}"
+            for (t, a, b), c in zip(claims, found, strict=True))
+        out.append(Finding(number, statement, finding_verdict([c.verdict for c in found]),
+                           evidence, tuple({"task": t, **c.to_dict()}
+                                           for (t, _, _), c in zip(claims, found, strict=True))))
+    return out
 
-    audio, speech = tuple(PROBE_TASKS)
-    spec = [
-        (1, "Self-supervised pretraining beats training from scratch (patch and frame)",
-         [(t, a, b) for a, b in (("joint", "scratch"), ("frame", "frame_scratch"))
-          for t in PROBE_TASKS]),
-        (2, "More masked patches is better for audio tasks (100 < 250 < 400)",
-         [(audio, "mask250", "mask100"), (audio, "joint", "mask250")]),
-        (3, "Joint > discriminative only > generative only",
-         [(t, a, b) for t in PROBE_TASKS for a, b in (("joint", "discriminative"),
-                                                      ("discriminative", "generative"))]),
-        (4, "Audio+speech data is best; speech only is weakest on audio but strong on speech",
-         [(audio, "joint", "audio_only"), (audio, "joint", "speech_only"),
-          (audio, "audio_only", "speech_only"), (speech, "speech_only", "audio_only")]),
-        (5, "Patch models are better for audio tasks, frame models for speech tasks",
-         [(audio, "joint", "frame"), (speech, "frame", "joint")]),
-    ]
-    return [Finding(n, text, *read(pairs)) for n, text, pairs in spec]
+
+def seeds_needed(correct_a: object, correct_b: object, *, confidence: float = 0.95) -> float:
+    """Seeds per model after which the paired interval of :func:`ssast_teach.stats.compare`
+    would exclude 0, if the measured difference is the true one: ``inf`` when no number of
+    seeds would (the clips' own spread hides the difference: more test clips or a larger
+    effect are needed).
+
+    ``correct_a``, ``correct_b``: ``(seeds, clips)`` 0/1, at least 2 seeds each. The variance
+    of a clip's seed-averaged difference is the clips' own spread plus the seed noise over
+    the seed count; the seed noise is measured as each clip's variance over its seeds, the
+    clips' spread as what is left of the measured variance.
+    """
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"seeds_needed needs 2 or more seeds a side, got {len(a)} and {len(b)}")
+    per_clip = a.mean(0) - b.mean(0)  # (clips,)
+    seed_noise = a.var(0, ddof=1).mean() + b.var(0, ddof=1).mean()  # one seed a side
+    measured = per_clip.var(ddof=1)
+    clip_spread = max(measured - a.var(0, ddof=1).mean() / len(a)
+                      - b.var(0, ddof=1).mean() / len(b), 0.0)
+    z = statistics.NormalDist().inv_cdf((1 + confidence) / 2)
+    room = len(per_clip) * per_clip.mean() ** 2 / z**2 - clip_spread  # variance left for seeds
+    return math.inf if room <= 0 else max(1.0, seed_noise / room)
 
 
 # ---------------------------------------------------------------------------- command line

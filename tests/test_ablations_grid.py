@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from ssast_teach import ablations
 from ssast_teach.evaluate import Scored
@@ -94,3 +95,24 @@ def test_audio_small_pretrains_on_a_tenth_of_the_audio_clips(tmp_path):
     # enough steps for the list of clips to pass every one of them
     _, record = ablations._pretrain_run(small, replace(MICRO, steps=5), tmp_path, 0)
     assert record["train_clips_distinct"] == round(0.1 * pool) and audio.data_fraction == 1.0
+
+
+def test_a_stopped_pretraining_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    run, s = ablations.RUNS["joint"], replace(MICRO, steps=4)
+    straight, _ = ablations._pretrain_run(run, s, tmp_path / "straight", 0)
+    real = ablations.pretrain
+
+    def stopped_at_step_2(config, *, out_dir, resume=None):
+        def callback(row):
+            if row.get("kind") == "step" and row["step"] == 2:
+                raise KeyboardInterrupt  # as a Ctrl-C or a killed worker's last checkpoint
+        return real(config, out_dir=out_dir, resume=resume, callback=callback)
+
+    monkeypatch.setattr(ablations, "pretrain", stopped_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        ablations._pretrain_run(run, s, tmp_path / "legs", 0)
+    monkeypatch.setattr(ablations, "pretrain", real)
+    resumed, record = ablations._pretrain_run(run, s, tmp_path / "legs", 0)
+    assert record["pretrain_steps"] == 4
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
