@@ -116,3 +116,32 @@ def test_a_stopped_pretraining_continues_from_its_checkpoint(tmp_path, monkeypat
     assert record["pretrain_steps"] == 4
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("claims, verdict", [
+    (["held beyond noise", "held beyond noise"], "held beyond noise"),
+    (["held beyond noise", "inconclusive"], "inconclusive"),
+    (["reversed beyond noise", "inconclusive"], "reversed beyond noise"),
+    (["held beyond noise", "reversed beyond noise"], ablations.MIXED),
+    (["inconclusive"], "inconclusive"),
+])
+def test_finding_verdict_combines_claims(claims, verdict):
+    assert ablations.finding_verdict(claims) == verdict
+
+
+def test_seeds_needed_from_the_measured_noise():
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 2, size=2000)  # each clip easy or hard for both models
+    same = np.tile(clips, (3, 1))
+    assert ablations.seeds_needed(same, same) == np.inf  # no difference: no seed count finds one
+    better = same.copy()
+    better[:, clips == 0] = 1  # A gets every clip right: far beyond noise with one seed
+    assert ablations.seeds_needed(better, same) == 1.0
+
+    def noisy(flip):  # B with each clip's result flipped at random, seed by seed
+        return np.where(rng.random((3, 2000)) < flip, 1 - same, same)
+
+    small = np.where(rng.random((3, 2000)) < 0.01, 1, same)  # A: a few more clips right
+    assert 1 < ablations.seeds_needed(small, noisy(0.05)) < np.inf  # more than 3 seeds, measured
+    with pytest.raises(ValueError, match="2 or more seeds"):
+        ablations.seeds_needed(same[:1], same)
