@@ -408,7 +408,7 @@ def test_findings_on_a_paper_like_result():
     paper_like = fake_results({
         "joint": (0.9, 0.8), "mask100": (0.8, 0.78), "mask250": (0.85, 0.8),
         "discriminative": (0.85, 0.75), "generative": (0.6, 0.6), "audio_only": (0.85, 0.7),
-        "speech_only": (0.7, 0.75), "frame": (0.85, 0.9), "scratch": (0.4, 0.5),
+        "audio_small": (0.8, 0.7), "speech_only": (0.7, 0.75), "frame": (0.85, 0.9), "scratch": (0.4, 0.5),
         "frame_scratch": (0.5, 0.6),
     })
     found = findings(paper_like)
