@@ -17,8 +17,10 @@ library logs through ``logging`` (logger ``ssast_teach``); :func:`log_to_stdout`
 INFO lines, as the command lines and the chapters do.
 """
 
+import functools
 import logging
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,6 +65,29 @@ def shown_path(path: str | os.PathLike) -> str:
         except ValueError:
             continue
     return str(path)
+
+
+@functools.cache
+def code_version() -> str:
+    """The library's version as results record it: ``__version__``, then, in a git checkout,
+    ``+g<commit>`` of the last commit that changed the package (``.dirty`` when the package
+    has uncommitted changes). Two results made with different library code then say so, even
+    where ``__version__`` did not change; outside a checkout (an installed wheel), or without
+    git, only ``__version__``."""
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *args, "--", "."], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+
+    try:
+        commit = git("log", "-1", "--format=%h")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    if not commit:
+        return __version__
+    return f"{__version__}+g{commit}{'.dirty' if dirty else ''}"
 
 
 def log_to_stdout(level: int | str = logging.INFO, logger: str = "ssast_teach") -> logging.Logger:

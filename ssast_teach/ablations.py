@@ -65,7 +65,7 @@ import numpy as np
 import timm
 import torch
 
-from ssast_teach import __version__, log_to_stdout
+from ssast_teach import code_version, log_to_stdout
 from ssast_teach.checkpoints import REGISTRY, cached
 from ssast_teach.checkpoints import published_results as _published_rows
 from ssast_teach.datasets import DataSplit, pretraining_mix
@@ -317,7 +317,7 @@ def _pretrain_run(
 
 
 def _versions() -> dict[str, str]:
-    return {"ssast_teach": __version__, "python": platform.python_version(),
+    return {"ssast_teach": code_version(), "python": platform.python_version(),
             "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__}
 
 

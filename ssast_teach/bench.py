@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ssast_teach import code_version
 from ssast_teach.audio import FrontEndConfig
 from ssast_teach.datasets import DataSplit, FbankDataset, pretraining_mix
 from ssast_teach.masking import cluster_mask, cluster_mask_reference, frame_mask
@@ -601,7 +602,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads or physical_cores())
     repeat = args.repeat or (1 if args.quick else 5)
     env = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "quick": args.quick}
+           "ssast_teach": code_version(), "quick": args.quick}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
 

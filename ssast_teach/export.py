@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ssast_teach import __version__
+from ssast_teach import code_version
 from ssast_teach.audio import FrontEndConfig
 from ssast_teach.audio import norm_stats as stats_pair
 from ssast_teach.checkpoints import (
@@ -434,7 +434,7 @@ def _save(
     transformers = _transformers()
     record = {
         "kind": kind, "hf_class": type(hf_model).__name__, "source": source,
-        "ssast_teach": __version__, "transformers": transformers.__version__,
+        "ssast_teach": code_version(), "transformers": transformers.__version__,
         "size": model.config.size, "grid": str(model.grid),
         "pooling": None if model.pretraining else model.pooling,
         "layer_norm_eps": LAYER_NORM_EPS,

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssast_teach import __version__
+from ssast_teach import code_version
 from ssast_teach.audio import FrontEndConfig
 from ssast_teach.checkpoints import load_pretrained, save_checkpoint
 from ssast_teach.datasets import (
@@ -531,7 +531,7 @@ def finetune(
     if env.is_main:
         write_json(out_dir / "results.json", results)
         save_checkpoint(model, out_dir / "finetuned.pth",
-                        extra={"config": config_dict(config), "ssast_teach": __version__})
+                        extra={"config": config_dict(config), "ssast_teach": code_version()})
     log(env, f"{mode} done in {seconds:.1f} s: test acc {results['test']['acc']:.4f}, "
         f"mAP {results['test']['mAP']:.4f} ({results['selection']})")
     return model, run.history, results

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ssast_teach import __version__, shown_path
+from ssast_teach import code_version, shown_path
 from ssast_teach.audio import FrontEndConfig
 from ssast_teach.datasets import (
     DataSplit,
@@ -465,7 +465,7 @@ def _save_final(model: SSASTModel, path: Path, config, state: TrainState, second
     from ssast_teach.checkpoints import save_checkpoint
 
     extra = {"config": config_dict(config), "step": state.step, "epoch": state.epoch,
-             "seconds_this_process": seconds, "ssast_teach": __version__}
+             "seconds_this_process": seconds, "ssast_teach": code_version()}
     save_checkpoint(model, path, extra=extra)
 
 

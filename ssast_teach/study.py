@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ssast_teach import __version__, log_to_stdout
+from ssast_teach import code_version, log_to_stdout
 from ssast_teach.checkpoints import load_checkpoint, save_checkpoint
 from ssast_teach.download import atomic_write
 from ssast_teach.evaluate import Scored, baseline, finetune_scores, probe
@@ -125,7 +125,7 @@ def pretrain_snapshots(
                                       resume=resume)
             save_checkpoint(model, path, extra={
                 "config": config_dict(config), "step": budget, "arm": arm.name, "seed": seed,
-                "seconds_this_leg": time.perf_counter() - start, "ssast_teach": __version__,
+                "seconds_this_leg": time.perf_counter() - start, "ssast_teach": code_version(),
                 "validation": history.where("eval"),
             })
             log.info("%s: step %d saved to %s", arm.name, budget, path)
@@ -142,7 +142,7 @@ def provenance(command: str, seed: int) -> dict:
     cpu = info.get("model name") or platform.processor()
     flags = info.get("flags", "").split()
     return {
-        "command": command, "seed": seed, "ssast_teach": __version__, "torch": torch.__version__,
+        "command": command, "seed": seed, "ssast_teach": code_version(), "torch": torch.__version__,
         "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu,
         "cpu_bf16": [f for f in BF16_CPU_FLAGS if f in flags],
         "threads": torch.get_num_threads(),

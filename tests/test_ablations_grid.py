@@ -2,12 +2,18 @@
 when its settings changed, and assembled (whole or partial) into one results file."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import ssast_teach
 from ssast_teach import ablations
 from ssast_teach.evaluate import Scored
 
@@ -145,3 +151,34 @@ def test_seeds_needed_from_the_measured_noise():
     assert 1 < ablations.seeds_needed(small, noisy(0.05)) < np.inf  # more than 3 seeds, measured
     with pytest.raises(ValueError, match="2 or more seeds"):
         ablations.seeds_needed(same[:1], same)
+
+
+def test_results_name_the_library_commit_they_were_made_with(tmp_path, fake):
+    """Cells made with different library code must say so, even under one ``__version__``."""
+    repo = tmp_path / "repo"
+    shutil.copytree(Path(ssast_teach.__file__).parent, repo / "ssast_teach",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+           "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "library"], check=True)
+    commit = subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+
+    def version(path=None):
+        env = {"PYTHONPATH": str(repo), "PATH": path if path is not None else os.environ["PATH"]}
+        # -S: no site-packages, whose editable-install finder would import the checkout's copy
+        return subprocess.run([sys.executable, "-S", "-c",
+                               "import ssast_teach; print(ssast_teach.code_version())"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert version() == f"{ssast_teach.__version__}+g{commit}"
+    with open(repo / "ssast_teach" / "stats.py", "a") as f:
+        f.write("\n")
+    assert version() == f"{ssast_teach.__version__}+g{commit}.dirty"
+    assert version(path=str(tmp_path / "no-git-here")) == ssast_teach.__version__
+
+    cell = ablations.run_cell("joint", MICRO, tmp_path / "runs", 0)
+    assert cell["versions"]["ssast_teach"] == ssast_teach.code_version()
